@@ -1,0 +1,218 @@
+//! The `SessionBackend` trait every scheme implements, and the counters that measure it.
+
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+
+use crate::error::SessionError;
+use crate::expiry::ExpiryPolicy;
+use crate::record::{Delta, Loaded, Saved, SessionData};
+
+/// A session storage scheme: instant copy between nodes, sealed cookie, SQL database or Redis.
+///
+/// The trait is object safe; an application picks a backend at startup and holds it as
+/// `Arc<dyn SessionBackend>`. Handlers never call it directly: the [`Session`](crate::Session)
+/// handle (and the axum layer around it) loads lazily and writes back only what changed.
+///
+/// # Contract
+///
+/// * `load` parses and authenticates the token **before any I/O**. A malformed, forged or
+///   oversized token is `Err(SessionError::InvalidToken)` with no network or database call; an
+///   unknown, destroyed or expired session is `Ok(None)`. `load` never returns an expired
+///   session, and records the token's length as bytes the client carried.
+/// * `create` persists a new session holding `data` and returns its token. Nothing is persisted
+///   for a session that never held data.
+/// * `save` applies a [`Delta`] atomically on the store's side (keys set, keys removed, version
+///   bumped, idle deadline refreshed), so two concurrent saves to different keys both survive.
+///   An empty delta is a *touch*: only the idle deadline moves. If the session no longer exists
+///   the result is [`SessionError::Gone`]; it is never silently recreated or dropped.
+/// * `cycle_id` moves the session to a fresh id (applying `delta` too); the new id exists before
+///   the old one is removed, and afterwards the old token loads as `None` everywhere.
+/// * `destroy` removes the session everywhere it is stored.
+/// * `counters` reports the paper's measurements: network calls (N), database calls (D) and the
+///   bytes of token the client carried, plus the backend's own metrics.
+#[async_trait]
+pub trait SessionBackend: Send + Sync + 'static {
+    /// Short scheme name ("instantcopy", "cookie", "sql", "redis", "memory").
+    fn scheme(&self) -> &'static str;
+
+    /// The expiry policy the backend enforces.
+    fn policy(&self) -> &ExpiryPolicy;
+
+    /// Loads the session a token names. See the trait docs for the contract.
+    async fn load(&self, token: &str) -> Result<Option<Loaded>, SessionError>;
+
+    /// Persists a new session with `data` and returns the token for it.
+    async fn create(&self, data: SessionData) -> Result<Saved, SessionError>;
+
+    /// Applies a delta (or, when it is empty, refreshes the idle deadline).
+    async fn save(&self, loaded: &Loaded, delta: &Delta) -> Result<Saved, SessionError>;
+
+    /// Gives the session a new id and token, applying `delta`, and kills the old id.
+    async fn cycle_id(&self, loaded: &Loaded, delta: &Delta) -> Result<Saved, SessionError>;
+
+    /// Removes the session everywhere.
+    async fn destroy(&self, loaded: &Loaded) -> Result<(), SessionError>;
+
+    /// A snapshot of the backend's counters.
+    fn counters(&self) -> Counters;
+
+    /// Flushes pending work (replication queues, background tasks) and stops background tasks.
+    /// The default does nothing.
+    async fn shutdown(&self) {}
+}
+
+/// Whether a [`Metric`] only grows or can go up and down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    /// Monotonic total.
+    Counter,
+    /// Current level (sessions held, peers online).
+    Gauge,
+}
+
+/// One backend-specific metric, ready to be exported (for example as Prometheus text).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metric {
+    /// Metric name, `snake_case`, without a prefix (the exporter adds `session_<scheme>_`).
+    pub name: Cow<'static, str>,
+    /// One-line description.
+    pub help: Cow<'static, str>,
+    /// Counter or gauge.
+    pub kind: MetricKind,
+    /// Label pairs (for example `("peer", "2")`).
+    pub labels: Vec<(Cow<'static, str>, String)>,
+    /// The value.
+    pub value: f64,
+}
+
+impl Metric {
+    /// An unlabelled counter.
+    pub fn counter(name: &'static str, help: &'static str, value: u64) -> Self {
+        Metric {
+            name: name.into(),
+            help: help.into(),
+            kind: MetricKind::Counter,
+            labels: Vec::new(),
+            value: value as f64,
+        }
+    }
+
+    /// An unlabelled gauge.
+    pub fn gauge(name: &'static str, help: &'static str, value: f64) -> Self {
+        Metric {
+            name: name.into(),
+            help: help.into(),
+            kind: MetricKind::Gauge,
+            labels: Vec::new(),
+            value,
+        }
+    }
+
+    /// Adds a label.
+    pub fn with_label(mut self, key: &'static str, value: impl Into<String>) -> Self {
+        self.labels.push((key.into(), value.into()));
+        self
+    }
+}
+
+/// A snapshot of a backend's measurements.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Counters {
+    /// Calls to other nodes or to a cache server (the paper's N).
+    pub network_calls: u64,
+    /// Calls to a database (the paper's D).
+    pub db_calls: u64,
+    /// Total bytes of token the client carried, over all requests that carried one.
+    pub client_bytes_sum: u64,
+    /// Number of requests that carried a token.
+    pub client_bytes_count: u64,
+    /// `load` calls.
+    pub loads: u64,
+    /// Sessions created.
+    pub creates: u64,
+    /// Deltas and touches saved.
+    pub saves: u64,
+    /// Id cycles.
+    pub cycles: u64,
+    /// Sessions destroyed.
+    pub destroys: u64,
+    /// Tokens rejected before any I/O.
+    pub invalid_tokens: u64,
+    /// Backend-specific metrics.
+    pub extra: Vec<Metric>,
+}
+
+/// Atomic counters a backend embeds and updates; [`snapshot`](CoreCounters::snapshot) gives the
+/// [`Counters`] the trait reports.
+#[derive(Debug, Default)]
+pub struct CoreCounters {
+    network_calls: AtomicU64,
+    db_calls: AtomicU64,
+    client_bytes_sum: AtomicU64,
+    client_bytes_count: AtomicU64,
+    loads: AtomicU64,
+    creates: AtomicU64,
+    saves: AtomicU64,
+    cycles: AtomicU64,
+    destroys: AtomicU64,
+    invalid_tokens: AtomicU64,
+}
+
+macro_rules! bump {
+    ($($(#[$doc:meta])* $fn:ident => $field:ident;)*) => {
+        $( $(#[$doc])* pub fn $fn(&self) { self.$field.fetch_add(1, Ordering::Relaxed); } )*
+    };
+}
+
+impl CoreCounters {
+    /// Records `n` calls to other nodes or a cache server (N).
+    pub fn network(&self, n: u64) {
+        self.network_calls.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Records `n` database calls (D).
+    pub fn db(&self, n: u64) {
+        self.db_calls.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Records a token of `len` bytes carried by the client, and counts the load.
+    pub fn loaded_token(&self, len: usize) {
+        self.loads.fetch_add(1, Ordering::Relaxed);
+        self.client_bytes_sum
+            .fetch_add(len as u64, Ordering::Relaxed);
+        self.client_bytes_count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    bump! {
+        /// Counts a created session.
+        created => creates;
+        /// Counts a saved delta or touch.
+        saved => saves;
+        /// Counts an id cycle.
+        cycled => cycles;
+        /// Counts a destroyed session.
+        destroyed => destroys;
+        /// Counts a token rejected before I/O.
+        invalid_token => invalid_tokens;
+    }
+
+    /// The current values, with `extra` metrics appended.
+    pub fn snapshot(&self, extra: Vec<Metric>) -> Counters {
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Counters {
+            network_calls: r(&self.network_calls),
+            db_calls: r(&self.db_calls),
+            client_bytes_sum: r(&self.client_bytes_sum),
+            client_bytes_count: r(&self.client_bytes_count),
+            loads: r(&self.loads),
+            creates: r(&self.creates),
+            saves: r(&self.saves),
+            cycles: r(&self.cycles),
+            destroys: r(&self.destroys),
+            invalid_tokens: r(&self.invalid_tokens),
+            extra,
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! Secrets and key rings: the first key signs, every key verifies, so secrets rotate without
+//! logging everyone out.
+
+use std::fmt;
+
+use hkdf::Hkdf;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Minimum length of a configured secret, in bytes.
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// Why a secret or key ring was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// The secret is shorter than [`MIN_SECRET_LEN`] bytes.
+    #[error("a secret must be at least {MIN_SECRET_LEN} bytes, this one has {0}")]
+    TooShort(usize),
+    /// The secret is a single byte repeated (for example all zeros or `aaaa...`).
+    #[error("the secret is one repeated byte, which is not a secret")]
+    Degenerate,
+    /// The key ring has no key.
+    #[error("a key ring needs at least one secret")]
+    Empty,
+}
+
+/// A configured secret (cluster secret, cookie key). Its `Debug` never prints the bytes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Box<[u8]>);
+
+impl Secret {
+    /// Wraps secret bytes, refusing short or degenerate ones.
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Result<Self, KeyError> {
+        let bytes: Vec<u8> = bytes.into();
+        if bytes.len() < MIN_SECRET_LEN {
+            return Err(KeyError::TooShort(bytes.len()));
+        }
+        if bytes.iter().all(|b| *b == bytes[0]) {
+            return Err(KeyError::Degenerate);
+        }
+        Ok(Secret(bytes.into_boxed_slice()))
+    }
+
+    /// A fresh random 32-byte secret (for tests and single-process development only: other
+    /// nodes, and this node after a restart, will not know it).
+    pub fn generate() -> Self {
+        let mut b = [0u8; 32];
+        crate::id::fill_random(&mut b);
+        Secret(Box::new(b))
+    }
+
+    /// The raw secret bytes.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = KeyError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Secret::new(s.trim().as_bytes().to_vec())
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret({} bytes, redacted)", self.0.len())
+    }
+}
+
+/// An ordered list of 256-bit keys: the first signs, every key verifies.
+///
+/// Keys are derived from the configured [`Secret`]s with HKDF-SHA256 and a *purpose* label, so
+/// one cluster secret can safely key several protocols (session tokens, peer requests, cookie
+/// sealing) without a tag from one ever being valid in another.
+///
+/// Rotation: put the new secret first and keep the old one second until every token signed with
+/// it has expired, then drop it.
+///
+/// ```
+/// use session_core::{KeyRing, Secret};
+/// let old = Secret::new(b"an old secret that is at least 32 bytes long".to_vec()).unwrap();
+/// let new = Secret::new(b"a new secret that is also at least 32 bytes!".to_vec()).unwrap();
+/// let before = KeyRing::new([old.clone()]).unwrap().derive("example");
+/// let after = KeyRing::new([new, old]).unwrap().derive("example");
+/// let tag = before.sign(&[b"message"]);
+/// assert!(after.verify(&[b"message"], &tag).is_some()); // still valid after rotation
+/// ```
+#[derive(Clone)]
+pub struct KeyRing {
+    keys: Vec<[u8; 32]>,
+}
+
+impl KeyRing {
+    /// Builds a ring from secrets, first one signing. The raw ring is only an input to
+    /// [`derive`](KeyRing::derive); sign and verify with a derived ring.
+    pub fn new(secrets: impl IntoIterator<Item = Secret>) -> Result<Self, KeyError> {
+        let keys: Vec<[u8; 32]> = secrets
+            .into_iter()
+            .map(|s| {
+                // Condense a secret of any length into a 32-byte root key.
+                let (prk, _) = Hkdf::<Sha256>::extract(Some(b"session-sync root"), s.expose());
+                let mut k = [0u8; 32];
+                k.copy_from_slice(&prk);
+                k
+            })
+            .collect();
+        if keys.is_empty() {
+            return Err(KeyError::Empty);
+        }
+        Ok(KeyRing { keys })
+    }
+
+    /// A ring with one fresh random key (tests and development).
+    pub fn generate() -> Self {
+        KeyRing {
+            keys: vec![{
+                let mut k = [0u8; 32];
+                crate::id::fill_random(&mut k);
+                k
+            }],
+        }
+    }
+
+    /// Derives a ring for one purpose (HKDF-Expand with `session-sync/<purpose>` as info), key by
+    /// key, preserving order.
+    pub fn derive(&self, purpose: &str) -> KeyRing {
+        let info = format!("session-sync/{purpose}");
+        let keys = self
+            .keys
+            .iter()
+            .map(|root| {
+                let mut out = [0u8; 32];
+                // A 32-byte PRK is always valid and 32 bytes of output is far below HKDF's limit.
+                if let Ok(hk) = Hkdf::<Sha256>::from_prk(root) {
+                    let _ = hk.expand(info.as_bytes(), &mut out);
+                }
+                out
+            })
+            .collect();
+        KeyRing { keys }
+    }
+
+    /// Number of keys in the ring.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Always false: a ring cannot be built empty.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The raw 256-bit keys, signing key first (for backends that key their own primitive, such
+    /// as AES-GCM in the cookie backend).
+    pub fn keys(&self) -> &[[u8; 32]] {
+        &self.keys
+    }
+
+    fn mac(key: &[u8; 32], parts: &[&[u8]]) -> HmacSha256 {
+        // HMAC accepts keys of any length; a 32-byte key cannot fail.
+        let mut mac = match <HmacSha256 as KeyInit>::new_from_slice(key) {
+            Ok(m) => m,
+            Err(_) => unreachable!("HMAC takes keys of any length"),
+        };
+        for p in parts {
+            // Length-prefix every part so ("ab","c") and ("a","bc") differ.
+            mac.update(&(p.len() as u64).to_be_bytes());
+            mac.update(p);
+        }
+        mac
+    }
+
+    /// HMAC-SHA256 of the parts with the signing (first) key.
+    pub fn sign(&self, parts: &[&[u8]]) -> [u8; 32] {
+        let out = Self::mac(&self.keys[0], parts).finalize().into_bytes();
+        let mut tag = [0u8; 32];
+        tag.copy_from_slice(&out);
+        tag
+    }
+
+    /// Verifies a tag (full, or truncated to its leftmost bytes, at least 16) against every key,
+    /// in constant time per key. Returns the index of the key that matched.
+    pub fn verify(&self, parts: &[&[u8]], tag: &[u8]) -> Option<usize> {
+        if tag.len() < 16 || tag.len() > 32 {
+            return None;
+        }
+        self.keys
+            .iter()
+            .position(|k| Self::mac(k, parts).verify_truncated_left(tag).is_ok())
+    }
+}
+
+impl fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyRing({} keys, redacted)", self.keys.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(s: &str) -> Secret {
+        Secret::new(s.as_bytes().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn refuses_weak_secrets() {
+        assert_eq!(Secret::new(b"short".to_vec()), Err(KeyError::TooShort(5)));
+        assert_eq!(Secret::new(vec![0u8; 64]), Err(KeyError::Degenerate));
+        assert!(KeyRing::new(Vec::<Secret>::new()).is_err());
+        assert!(!format!("{:?}", secret("0123456789abcdef0123456789abcdef")).contains("0123"));
+    }
+
+    #[test]
+    fn purposes_are_separated() {
+        let ring = KeyRing::new([secret("0123456789abcdef0123456789abcdef")]).unwrap();
+        let a = ring.derive("a");
+        let b = ring.derive("b");
+        let tag = a.sign(&[b"x"]);
+        assert_eq!(a.verify(&[b"x"], &tag), Some(0));
+        assert_eq!(b.verify(&[b"x"], &tag), None);
+        assert_eq!(a.verify(&[b"y"], &tag), None);
+        assert_eq!(a.verify(&[b"x"], &tag[..16]), Some(0), "truncated tag");
+        assert_eq!(a.verify(&[b"x"], &tag[..8]), None, "too short a tag");
+        assert_eq!(a.verify(&[b"", b"x"], &tag), None, "parts are framed");
+    }
+
+    #[test]
+    fn rotation_first_signs_all_verify() {
+        let old = secret("the old secret, 32 bytes or more....");
+        let new = secret("the new secret, 32 bytes or more....");
+        let r_old = KeyRing::new([old.clone()]).unwrap().derive("t");
+        let r_both = KeyRing::new([new.clone(), old]).unwrap().derive("t");
+        let r_new = KeyRing::new([new]).unwrap().derive("t");
+        let t_old = r_old.sign(&[b"m"]);
+        assert_eq!(r_both.verify(&[b"m"], &t_old), Some(1));
+        assert_eq!(r_new.verify(&[b"m"], &t_old), None);
+        assert_eq!(r_new.verify(&[b"m"], &r_both.sign(&[b"m"])), Some(0));
+    }
+}

@@ -1,0 +1,354 @@
+//! axum integration: a tower [`Layer`] that gives every request a lazy [`Session`] and writes it
+//! back after the handler, and the [`Session`] extractor.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::extract::FromRequestParts;
+use axum::response::{IntoResponse, Response};
+use cookie::{Cookie, SameSite};
+use http::header::{COOKIE, SET_COOKIE};
+use http::request::Parts;
+use http::{HeaderName, HeaderValue, Request, StatusCode};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::backend::SessionBackend;
+use crate::error::SessionError;
+use crate::record::now_millis;
+use crate::session::{Commit, Session};
+
+/// Where the client carries its token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TokenTransport {
+    /// A cookie only (browsers).
+    Cookie,
+    /// A request/response header only (mobile and API clients).
+    Header,
+    /// Both: a request that sent the header gets its token back in the header, everyone else
+    /// in the cookie.
+    #[default]
+    CookieOrHeader,
+}
+
+/// How the layer reads and writes the token.
+///
+/// Defaults: cookie `sid`, `HttpOnly`, `Secure`, `SameSite=Lax`, `Path=/`, `Max-Age` following the
+/// session's expiry, header `x-session-token` accepted too.
+///
+/// ```
+/// use session_core::SessionConfig;
+/// // Plain-http local development: the only default worth turning off.
+/// let config = SessionConfig::default().with_secure(false).with_cookie_name("app_sid");
+/// assert_eq!(config.cookie_name, "app_sid");
+/// ```
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Cookie name. The default `sid` does not advertise which library is in use.
+    pub cookie_name: String,
+    /// Header name for header transport (lower case).
+    pub header_name: HeaderName,
+    /// Which transports are accepted.
+    pub transport: TokenTransport,
+    /// The cookie's `Secure` attribute (on by default; turn off only for local plain http).
+    pub secure: bool,
+    /// The cookie's `SameSite` attribute.
+    pub same_site: SameSite,
+    /// The cookie's `Path`.
+    pub path: String,
+    /// The cookie's `Domain`, if any.
+    pub domain: Option<String>,
+    /// Give the cookie a `Max-Age` matching the session's expiry (otherwise it is a browser
+    /// session cookie; the server-side deadlines apply either way).
+    pub persistent: bool,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            cookie_name: "sid".into(),
+            header_name: HeaderName::from_static("x-session-token"),
+            transport: TokenTransport::default(),
+            secure: true,
+            same_site: SameSite::Lax,
+            path: "/".into(),
+            domain: None,
+            persistent: true,
+        }
+    }
+}
+
+impl SessionConfig {
+    /// Sets the cookie name.
+    pub fn with_cookie_name(mut self, name: impl Into<String>) -> Self {
+        self.cookie_name = name.into();
+        self
+    }
+
+    /// Sets the `Secure` attribute.
+    pub fn with_secure(mut self, secure: bool) -> Self {
+        self.secure = secure;
+        self
+    }
+
+    /// Sets the accepted transports.
+    pub fn with_transport(mut self, transport: TokenTransport) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    fn uses_cookie(&self) -> bool {
+        self.transport != TokenTransport::Header
+    }
+
+    fn uses_header(&self) -> bool {
+        self.transport != TokenTransport::Cookie
+    }
+
+    /// Finds the token in a request's headers: the header first (when enabled), then the cookie.
+    /// Returns the token and whether it came from the header.
+    pub fn token_from(&self, headers: &http::HeaderMap) -> Option<(String, bool)> {
+        if self.uses_header()
+            && let Some(v) = headers
+                .get(&self.header_name)
+                .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
+            && !v.is_empty()
+        {
+            return Some((v.to_owned(), true));
+        }
+        if self.uses_cookie() {
+            for value in headers.get_all(COOKIE) {
+                // Not `to_str`: a non-ASCII value is still a (bad) token, to be rejected and cleared.
+                let Ok(value) = std::str::from_utf8(value.as_bytes()) else {
+                    continue;
+                };
+                for c in Cookie::split_parse(value).flatten() {
+                    if c.name() == self.cookie_name && !c.value().is_empty() {
+                        return Some((c.value().to_owned(), false));
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    fn cookie(&self, value: String) -> Cookie<'static> {
+        let mut c = Cookie::build((self.cookie_name.clone(), value))
+            .http_only(true)
+            .secure(self.secure)
+            .same_site(self.same_site)
+            .path(self.path.clone());
+        if let Some(d) = &self.domain {
+            c = c.domain(d.clone());
+        }
+        c.build()
+    }
+
+    /// Writes a commit's outcome into response headers.
+    pub fn apply_commit(&self, commit: &Commit, via_header: bool, headers: &mut http::HeaderMap) {
+        match commit {
+            Commit::Unchanged => {}
+            Commit::Issue { token, expires_at } => {
+                if via_header || !self.uses_cookie() {
+                    if let Ok(v) = HeaderValue::from_str(token) {
+                        headers.insert(self.header_name.clone(), v);
+                    }
+                } else {
+                    let mut c = self.cookie(token.clone());
+                    if self.persistent {
+                        let secs = expires_at.saturating_sub(now_millis()) / 1000;
+                        c.set_max_age(cookie::time::Duration::seconds(secs as i64));
+                    }
+                    if let Ok(v) = HeaderValue::from_str(&c.to_string()) {
+                        headers.append(SET_COOKIE, v);
+                    }
+                }
+            }
+            Commit::Clear => {
+                if via_header || !self.uses_cookie() {
+                    headers.insert(self.header_name.clone(), HeaderValue::from_static(""));
+                } else {
+                    let mut c = self.cookie(String::new());
+                    c.make_removal();
+                    if let Ok(v) = HeaderValue::from_str(&c.to_string()) {
+                        headers.append(SET_COOKIE, v);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The tower layer: wraps a service so each request carries a lazy [`Session`].
+///
+/// After the inner service responds: a 5xx response is passed through and nothing is saved; any
+/// other response triggers [`Session::commit`], whose outcome becomes `Set-Cookie` (or the token
+/// header). A failed commit replaces the response with an error response and sets no cookie, so
+/// a client never holds a token for a session that was not saved.
+#[derive(Clone)]
+pub struct SessionLayer {
+    backend: Arc<dyn SessionBackend>,
+    config: Arc<SessionConfig>,
+}
+
+impl std::fmt::Debug for SessionLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionLayer")
+            .field("backend", &self.backend.scheme())
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl SessionLayer {
+    /// A layer over `backend` with the default [`SessionConfig`].
+    pub fn new(backend: Arc<dyn SessionBackend>) -> Self {
+        Self::with_config(backend, SessionConfig::default())
+    }
+
+    /// A layer over `backend` with `config`.
+    pub fn with_config(backend: Arc<dyn SessionBackend>, config: SessionConfig) -> Self {
+        SessionLayer {
+            backend,
+            config: Arc::new(config),
+        }
+    }
+}
+
+impl<S> Layer<S> for SessionLayer {
+    type Service = SessionService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        SessionService {
+            inner,
+            backend: self.backend.clone(),
+            config: self.config.clone(),
+        }
+    }
+}
+
+/// The service [`SessionLayer`] produces.
+#[derive(Clone)]
+pub struct SessionService<S> {
+    inner: S,
+    backend: Arc<dyn SessionBackend>,
+    config: Arc<SessionConfig>,
+}
+
+impl<S> std::fmt::Debug for SessionService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionService")
+            .field("backend", &self.backend.scheme())
+            .finish()
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SessionService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    ResBody::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        // Take the service that was driven to readiness, leave a fresh clone behind.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let config = self.config.clone();
+        let (token, via_header) = match config.token_from(req.headers()) {
+            Some((t, h)) => (Some(t), h),
+            None => (None, false),
+        };
+        let session = Session::new(self.backend.clone(), token);
+        req.extensions_mut().insert(session.clone());
+        Box::pin(async move {
+            let res = inner.call(req).await?.map(Body::new);
+            if res.status().is_server_error() {
+                return Ok(res);
+            }
+            match session.commit().await {
+                Ok(commit) => {
+                    let mut res = res;
+                    config.apply_commit(&commit, via_header, res.headers_mut());
+                    Ok(res)
+                }
+                Err(e) => {
+                    let mut err = e.into_response();
+                    if matches!(
+                        err.status(),
+                        StatusCode::CONFLICT | StatusCode::UNAUTHORIZED
+                    ) {
+                        config.apply_commit(&Commit::Clear, via_header, err.headers_mut());
+                    }
+                    Ok(err)
+                }
+            }
+        })
+    }
+}
+
+/// Why the [`Session`] extractor failed: the route is not behind a [`SessionLayer`].
+#[derive(Debug, Clone, Copy)]
+pub struct MissingSessionLayer;
+
+impl IntoResponse for MissingSessionLayer {
+    fn into_response(self) -> Response {
+        tracing::error!("Session extractor used on a route without SessionLayer");
+        (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Session {
+    type Rejection = MissingSessionLayer;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Session>()
+            .cloned()
+            .ok_or(MissingSessionLayer)
+    }
+}
+
+impl IntoResponse for SessionError {
+    /// Opaque 500 for backend failures (cause logged), a clear message for a session that is too
+    /// large, 409 for a session that expired during the request.
+    fn into_response(self) -> Response {
+        match &self {
+            SessionError::TooLarge { .. } => {
+                tracing::error!(error = %self, "session too large to save");
+                (StatusCode::INTERNAL_SERVER_ERROR, self.to_string()).into_response()
+            }
+            SessionError::Gone => (
+                StatusCode::CONFLICT,
+                "the session expired during the request; sign in again",
+            )
+                .into_response(),
+            SessionError::InvalidToken(_) => {
+                (StatusCode::UNAUTHORIZED, "invalid session").into_response()
+            }
+            _ => {
+                let mut chain = String::new();
+                let mut src: Option<&dyn std::error::Error> = std::error::Error::source(&self);
+                while let Some(s) = src {
+                    chain.push_str(": ");
+                    chain.push_str(&s.to_string());
+                    src = s.source();
+                }
+                tracing::error!(error = %self, cause = %chain, "session backend failure");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+            }
+        }
+    }
+}
