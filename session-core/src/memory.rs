@@ -101,9 +101,8 @@ impl SessionBackend for MemoryBackend {
                 Ok(None)
             }
             Some(r) => Ok(Some(Loaded {
-                record: r.clone(),
-                token: Arc::from(token),
-                routing: verified.routing,
+                reissue: verified.key_index > 0,
+                ..Loaded::new(r.clone(), token, verified.routing)
             })),
             None => Ok(None),
         }

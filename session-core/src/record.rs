@@ -367,6 +367,22 @@ pub struct Loaded {
     pub token: Arc<str>,
     /// Routing data from the token (owner/backup nodes for instant copy; empty elsewhere).
     pub routing: Vec<u8>,
+    /// The client's token should be replaced even if the request changes nothing: it was
+    /// signed with a retired key, or it routes to nodes that no longer hold the session
+    /// (failover re-homing). The session then saves an empty delta to get a fresh token.
+    pub reissue: bool,
+}
+
+impl Loaded {
+    /// A loaded session that needs no token re-issue.
+    pub fn new(record: Arc<SessionRecord>, token: &str, routing: Vec<u8>) -> Self {
+        Loaded {
+            record,
+            token: Arc::from(token),
+            routing,
+            reissue: false,
+        }
+    }
 }
 
 /// What a successful write hands back to the caller: the token to send the client.

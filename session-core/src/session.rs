@@ -278,6 +278,8 @@ impl Session {
     /// * a cycled id moves the session and applies the delta in one backend call;
     /// * a non-empty delta is saved; an unchanged session is only *touched*, and only when the
     ///   expiry policy says enough of the idle window has passed;
+    /// * a session whose token the backend flagged for re-issue ([`Loaded::reissue`]: retired
+    ///   signing key, failover re-homing) gets a fresh token through an empty save;
     /// * a new session is persisted only if it holds data;
     /// * a token that named no live session is cleared.
     pub async fn commit(&self) -> Result<Commit, SessionError> {
@@ -330,7 +332,7 @@ impl Session {
             Some(l) if cycle => Ok(issue(backend.cycle_id(&l, &delta).await?)),
             Some(l) if !delta.is_empty() => Ok(issue(backend.save(&l, &delta).await?)),
             Some(l) => {
-                if backend.policy().needs_touch(&l.record, now_millis()) {
+                if l.reissue || backend.policy().needs_touch(&l.record, now_millis()) {
                     Ok(issue(backend.save(&l, &delta).await?))
                 } else {
                     Ok(Commit::Unchanged)
