@@ -139,6 +139,12 @@ impl SessionData {
         self.find(key).ok().map(|i| self.entries.remove(i).1)
     }
 
+    /// Index of `key` in key order (entries are sorted), for stores that keep per-entry
+    /// metadata in a parallel vector.
+    pub fn position(&self, key: &str) -> Option<usize> {
+        self.find(key).ok()
+    }
+
     /// True when `key` is present.
     pub fn contains_key(&self, key: &str) -> bool {
         self.find(key).is_ok()

@@ -1,13 +1,50 @@
-//! The conformance suite against every backend, side by side.
+//! The conformance suite against every backend, side by side: `cargo test -p tests --test
+//! conformance -- --nocapture` prints one report per backend.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed test
 
 use std::sync::Arc;
 
-use session_core::testing::{MemoryFactory, run};
+use backend_instantcopy::testing::InstantCopyFactory;
+use backend_instantcopy::{Ack, Replication};
+use session_core::testing::{BackendFactory, MemoryFactory, run};
+
+async fn suite(factory: impl BackendFactory) {
+    let report = run(Arc::new(factory)).await;
+    println!("{report}");
+    report.assert_passed();
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_reference() {
-    let report = run(Arc::new(MemoryFactory)).await;
-    println!("{report}");
-    report.assert_passed();
+    suite(MemoryFactory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instantcopy_single_node() {
+    suite(InstantCopyFactory {
+        nodes: 1,
+        replication: Replication::All,
+        ack: Ack::Async,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instantcopy_three_nodes_all() {
+    suite(InstantCopyFactory {
+        nodes: 3,
+        replication: Replication::All,
+        ack: Ack::Async,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instantcopy_three_nodes_k1_ack_one() {
+    suite(InstantCopyFactory {
+        nodes: 3,
+        replication: Replication::Backups(1),
+        ack: Ack::One,
+    })
+    .await;
 }

@@ -1,0 +1,117 @@
+//! # backend-instantcopy
+//!
+//! The "instant copy between cluster nodes" session scheme (Cao, Hu, Jiang, 2016) as a
+//! production [`SessionBackend`](session_core::SessionBackend): sessions live in the memory of
+//! the app nodes themselves, a node that misses a session fetches it once from the node that
+//! holds it, and every change is pushed to the session's replicas. No database, no cache
+//! server; a local hit costs no network call at all.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use backend_instantcopy::{Config, InstantCopyNode};
+//! use session_core::{ExpiryPolicy, KeyRing, Secret, SessionBackend, SessionLayer};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Each node gets the same member list and cluster secret, and its own node_id.
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let mut config = Config::default();
+//! config.cluster_addr = listener.local_addr()?;
+//! config.members[0].addr = config.cluster_addr; // a one-node cluster for this example
+//! let keys = KeyRing::new([Secret::new(b"the cluster secret, from env or a file".to_vec())?])?;
+//! let node = InstantCopyNode::start_with_listener(config, ExpiryPolicy::default(), &keys, listener).await?;
+//! let backend: Arc<dyn SessionBackend> = Arc::new(node.clone());
+//! let app: axum::Router = axum::Router::new().layer(SessionLayer::new(backend));
+//! # let _ = app;
+//! node.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! ## The protocol (what a reviewer should check)
+//!
+//! **Token.** The client carries a session-core id token (`base64url(0x01 ‖ 128-bit id ‖ routing
+//! ‖ HMAC-SHA256/128)`) whose routing bytes are a [`Route`]: the **owner** node id, the session
+//! **version** the client last saw, and the **backup** node ids (10 + 2k bytes). Node ids are
+//! resolved only through the configured membership: a token naming a non-member, or with a bad
+//! MAC, is rejected before any I/O ("no session", zero outbound calls). A client cannot make a
+//! node connect anywhere it chooses — the paper's token carried a raw IP, an SSRF hole.
+//!
+//! **Read** (paper step 2). Local copy present, not expired, and at least as new as the token's
+//! version → served from memory (N = 0). Otherwise one authenticated fetch from the owner
+//! (N = 1), then from the backups if the owner is down or has no fresh copy; the copy is kept.
+//! Because the token carries the version, a node never serves a client a copy older than what
+//! that client already saw, even while asynchronous replication is still in flight
+//! (read-your-writes across nodes, which Tomcat's DeltaManager does not give).
+//!
+//! **Write** (paper step 3). A request's [`Delta`](session_core::Delta) is applied locally with
+//! a hybrid-logical-clock [`Stamp`] per key, and the changed keys are pushed to the replicas:
+//! every other live node with `replication = "all"` (the paper), or the owner plus `k` backups
+//! chosen by rendezvous hashing with `replication = k` (messages per write = k, independent of
+//! cluster size; the token names the backups, so nothing is broadcast on create). Pushes go
+//! through one queue per peer that batches and coalesces updates (a burst of writes to one
+//! session is one message), with backpressure. `ack = "async" | "one" | "all"` decides whether
+//! the response waits for none, one or all replicas (see [`Ack`]).
+//!
+//! **Convergence.** Copies merge per key by last-writer-wins on `(HLC time, node id)`;
+//! deadlines only move forward; a destroyed id is a tombstone until its absolute deadline so
+//! no late update can resurrect it. The merge is commutative, associative and idempotent
+//! (property-tested): copies receiving updates in any order, duplicated or delayed, end
+//! identical. Concurrent writes to different keys both survive; to the same key, the later
+//! stamp wins on every node and the loser is counted in `conflicts_total`.
+//!
+//! **Destroy and id cycling** are broadcast to every live member (any node may hold a fetched
+//! copy) and remembered as tombstones; a peer that was unreachable is sent the live tombstones
+//! when it answers again.
+//!
+//! **Failover and repair.** A peer is probed every `heartbeat_interval`; after
+//! `failure_threshold` failed probes, or one failed call confirmed by a direct probe, it is
+//! down. Requests then fetch from a backup (N = 1), and the response re-homes the token (the
+//! serving node becomes owner, backups are refilled). On every membership change the leader of
+//! each session (its owner, or the first live backup) restores it to `k` live copies in the
+//! background; a peer that restarted (detected by its start time) gets its sessions back whole.
+//! A new or restarted node serves at once through lazy fetches; there is no bulk state transfer.
+//!
+//! **Expiry** (paper step 4). Each node keeps a deadline-ordered index and its sweeper sleeps
+//! until exactly the next deadline (plus jitter), then drops expired sessions; reads check the
+//! deadline too, so an expired session is never served. Touches (throttled by the expiry
+//! policy) are replicated like writes, so a session kept alive on one node is alive on its
+//! replicas.
+//!
+//! **Cluster port.** Peer traffic uses its own listener ([`Config::cluster_addr`]), never the
+//! app's port. Every request and response body is sealed with AES-256-GCM under a key derived
+//! from the cluster secret (see [`wire`]); requests bind method, path, sender and send time,
+//! and are refused with 401 when the seal does not open, the sender is not a member, or the
+//! time is outside `replay_window`. A replay inside the window is harmless: every message is an
+//! idempotent merge. Bodies over `max_body_bytes` get 413; bodies that open but do not decode
+//! get 400. Bodies are postcard-encoded.
+//!
+//! ## What each setting survives
+//!
+//! | replication / ack | messages per write | survives |
+//! |---|---|---|
+//! | `all` / `async` | n − 1 | any crash except in the ~ms before the push leaves |
+//! | `k` / `async` | k | up to k crashes, same window |
+//! | `k` / `one` | k, waits for 1 ack | any single crash, with no window |
+//! | `k` / `all` | k, waits for all | k crashes, with no window |
+//!
+//! A full-cluster restart loses every session (they are in memory); use the SQL or Redis
+//! backend where that matters.
+
+mod clock;
+mod config;
+pub mod metrics;
+mod node;
+pub mod peer;
+mod routing;
+mod server;
+mod state;
+pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod wire;
+
+pub use clock::Clock;
+pub use config::{Ack, Config, ConfigError, MAX_BACKUPS, Member, NodeId, Replication};
+pub use node::{InstantCopyNode, NodeMetrics, Shared, StartError};
+pub use peer::PeerStatus;
+pub use routing::{Route, pick_backups, score};
+pub use state::{MergeOutcome, Placement, SessionState, Stamp, WireEntry, WireState};

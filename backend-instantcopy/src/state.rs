@@ -1,0 +1,671 @@
+//! The replicated state of one session, and the merge that makes copies converge.
+//!
+//! Every key carries the [`Stamp`] of the write that set or removed it (a hybrid-logical-clock
+//! time plus the writing node's id, totally ordered). Merging keeps, per key, the write with the
+//! highest stamp (last-writer-wins, node id breaking ties); deadlines only move forward (max);
+//! the placement (owner and backups) is last-writer-wins too. This merge is commutative,
+//! associative and idempotent, so copies that receive the same updates in any order, duplicated
+//! or delayed, end identical (property-tested below). Writes to *different* keys never conflict;
+//! concurrent writes to the *same* key resolve deterministically and are counted as conflicts.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use session_core::{Delta, ExpiryPolicy, RawJson, SessionData, SessionId, SessionRecord};
+
+use crate::config::NodeId;
+
+/// The stamp of one write: HLC time, then writer node id as the tie-break.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+pub struct Stamp {
+    /// Hybrid-logical-clock time (NTP64 format).
+    pub time: u64,
+    /// The node that made the write.
+    pub node: u16,
+}
+
+/// Owner and backups, with the stamp of the decision that set them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    /// When the placement was decided.
+    pub stamp: Stamp,
+    /// The owner.
+    pub owner: NodeId,
+    /// The backups (empty with `replication = "all"`).
+    pub backups: Vec<NodeId>,
+}
+
+/// One key's write as sent between nodes: a value, or `None` for a removal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireEntry {
+    /// The key.
+    pub key: String,
+    /// The write's stamp.
+    pub stamp: Stamp,
+    /// The value, or `None` when the key was removed.
+    pub value: Option<RawJson>,
+}
+
+/// A session's state, whole (`full`) or as the part one write changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireState {
+    /// The session.
+    pub id: SessionId,
+    /// True when this carries every key (a receiver without a copy can adopt it).
+    pub full: bool,
+    /// Creation time (ms).
+    pub created_at: u64,
+    /// Last activity that moved the idle deadline (ms).
+    pub last_access: u64,
+    /// Idle deadline (ms).
+    pub idle_deadline: u64,
+    /// Absolute deadline (ms).
+    pub absolute_deadline: u64,
+    /// Stamp of the last touch.
+    pub touched: Stamp,
+    /// Key writes.
+    pub entries: Vec<WireEntry>,
+    /// The placement, when it is part of this update.
+    pub placement: Option<Placement>,
+}
+
+/// What a merge did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MergeOutcome {
+    /// Something changed.
+    pub changed: bool,
+    /// Incoming writes that lost to a concurrent write of another node with a different value.
+    pub conflicts: u32,
+}
+
+/// The replicated state of one session held by a node.
+#[derive(Debug, Clone)]
+pub struct SessionState {
+    record: Arc<SessionRecord>,
+    /// Stamps of `record.data`'s entries, in the same (key) order.
+    stamps: Vec<Stamp>,
+    /// Removed keys and the stamp of their removal, sorted by key.
+    tombstones: Vec<(Box<str>, Stamp)>,
+    touched: Stamp,
+    placement: Placement,
+}
+
+fn find_tomb(t: &[(Box<str>, Stamp)], key: &str) -> Result<usize, usize> {
+    t.binary_search_by(|(k, _)| (**k).cmp(key))
+}
+
+impl SessionState {
+    /// A new session created at `now` with `data`, every key stamped `stamp`.
+    pub fn create(
+        id: SessionId,
+        data: SessionData,
+        policy: &ExpiryPolicy,
+        now: u64,
+        stamp: Stamp,
+        placement: Placement,
+    ) -> Self {
+        let mut record = policy.new_record(id, now);
+        record.data = data;
+        Self::from_record(record, stamp, placement)
+    }
+
+    /// A state holding `record` (its data, times and deadlines), every key stamped `stamp`.
+    /// Used when a session moves to a new id: its creation time and absolute deadline stay.
+    pub fn from_record(mut record: SessionRecord, stamp: Stamp, placement: Placement) -> Self {
+        let stamps = vec![stamp; record.data.len()];
+        record.version = stamp.time.max(placement.stamp.time);
+        SessionState {
+            record: Arc::new(record),
+            stamps,
+            tombstones: Vec::new(),
+            touched: stamp,
+            placement,
+        }
+    }
+
+    /// The update a node that holds no copy sends for a write on `record` (the session as it
+    /// fetched it): the delta's keys stamped `stamp`, and the touched deadlines.
+    pub fn remote_write(
+        record: &SessionRecord,
+        delta: &Delta,
+        stamp: Stamp,
+        now: u64,
+        policy: &ExpiryPolicy,
+    ) -> WireState {
+        let entries = delta
+            .removed
+            .iter()
+            .map(|k| WireEntry {
+                key: k.to_string(),
+                stamp,
+                value: None,
+            })
+            .chain(delta.set.iter().map(|(k, v)| WireEntry {
+                key: k.to_string(),
+                stamp,
+                value: Some(v.clone()),
+            }))
+            .collect();
+        WireState {
+            id: record.id,
+            full: false,
+            created_at: record.created_at,
+            last_access: record.last_access.max(now),
+            idle_deadline: record
+                .idle_deadline
+                .max(policy.refreshed_idle_deadline(now, record.absolute_deadline)),
+            absolute_deadline: record.absolute_deadline,
+            touched: stamp,
+            entries,
+            placement: None,
+        }
+    }
+
+    /// Adopts a full state received from a peer.
+    pub fn from_wire(w: &WireState) -> Option<Self> {
+        if !w.full {
+            return None;
+        }
+        let placement = w.placement.clone()?;
+        let mut s = SessionState {
+            record: Arc::new(SessionRecord {
+                id: w.id,
+                data: SessionData::new(),
+                created_at: w.created_at,
+                last_access: w.last_access,
+                idle_deadline: w.idle_deadline.min(w.absolute_deadline),
+                absolute_deadline: w.absolute_deadline,
+                version: 0,
+            }),
+            stamps: Vec::new(),
+            tombstones: Vec::new(),
+            touched: w.touched,
+            placement,
+        };
+        for e in &w.entries {
+            s.put(&e.key, e.stamp, e.value.clone());
+        }
+        s.refresh_version();
+        Some(s)
+    }
+
+    /// The materialized record (shared, not copied).
+    pub fn record(&self) -> &Arc<SessionRecord> {
+        &self.record
+    }
+
+    /// The current placement.
+    pub fn placement(&self) -> &Placement {
+        &self.placement
+    }
+
+    /// The version: the highest stamp time of anything in the state.
+    pub fn version(&self) -> u64 {
+        self.record.version
+    }
+
+    /// Approximate heap bytes held (for memory accounting).
+    pub fn heap_bytes(&self) -> usize {
+        self.record.data.payload_len()
+            + self.stamps.len() * std::mem::size_of::<Stamp>()
+            + self
+                .tombstones
+                .iter()
+                .map(|(k, _)| k.len() + 24)
+                .sum::<usize>()
+    }
+
+    fn refresh_version(&mut self) {
+        let max = self
+            .stamps
+            .iter()
+            .chain(self.tombstones.iter().map(|(_, s)| s))
+            .chain([&self.touched, &self.placement.stamp])
+            .map(|s| s.time)
+            .max()
+            .unwrap_or(0);
+        Arc::make_mut(&mut self.record).version = max;
+    }
+
+    /// The stamp currently recorded for `key` (live or removed).
+    fn stamp_of(&self, key: &str) -> Option<Stamp> {
+        if let Some(i) = self.index_of(key) {
+            return Some(self.stamps[i]);
+        }
+        find_tomb(&self.tombstones, key)
+            .ok()
+            .map(|i| self.tombstones[i].1)
+    }
+
+    fn index_of(&self, key: &str) -> Option<usize> {
+        self.record.data.position(key)
+    }
+
+    /// Sets `key` to `value` (or removes it) with `stamp`, unconditionally.
+    fn put(&mut self, key: &str, stamp: Stamp, value: Option<RawJson>) {
+        let r = Arc::make_mut(&mut self.record);
+        match value {
+            Some(v) => {
+                if let Ok(i) = find_tomb(&self.tombstones, key) {
+                    self.tombstones.remove(i);
+                }
+                r.data.insert(key, v);
+                // Keep stamps aligned with the (sorted) data entries.
+                let pos = r.data.position(key).unwrap_or(0);
+                if self.stamps.len() < r.data.len() {
+                    self.stamps.insert(pos, stamp);
+                } else {
+                    self.stamps[pos] = stamp;
+                }
+            }
+            None => {
+                if let Some(pos) = r.data.position(key) {
+                    r.data.remove(key);
+                    self.stamps.remove(pos);
+                }
+                match find_tomb(&self.tombstones, key) {
+                    Ok(i) => self.tombstones[i].1 = stamp,
+                    Err(i) => self.tombstones.insert(i, (key.into(), stamp)),
+                }
+            }
+        }
+    }
+
+    /// Applies a local write (delta + touch) stamped `stamp` and returns the update to send.
+    pub fn apply_local(
+        &mut self,
+        delta: &Delta,
+        stamp: Stamp,
+        now: u64,
+        policy: &ExpiryPolicy,
+    ) -> WireState {
+        let mut entries = Vec::with_capacity(delta.set.len() + delta.removed.len());
+        for k in &delta.removed {
+            self.put(k, stamp, None);
+            entries.push(WireEntry {
+                key: k.to_string(),
+                stamp,
+                value: None,
+            });
+        }
+        for (k, v) in &delta.set {
+            self.put(k, stamp, Some(v.clone()));
+            entries.push(WireEntry {
+                key: k.to_string(),
+                stamp,
+                value: Some(v.clone()),
+            });
+        }
+        self.touch(stamp, now, policy);
+        let mut w = self.header(false);
+        w.entries = entries;
+        w
+    }
+
+    /// Moves the idle deadline for activity at `now`.
+    pub fn touch(&mut self, stamp: Stamp, now: u64, policy: &ExpiryPolicy) {
+        let r = Arc::make_mut(&mut self.record);
+        r.last_access = r.last_access.max(now);
+        r.idle_deadline = r
+            .idle_deadline
+            .max(policy.refreshed_idle_deadline(now, r.absolute_deadline));
+        self.touched = self.touched.max(stamp);
+        self.refresh_version();
+    }
+
+    /// Sets a new placement (failover re-homing, repair) and returns the update to send.
+    pub fn set_placement(&mut self, placement: Placement) -> WireState {
+        if placement.stamp > self.placement.stamp {
+            self.placement = placement;
+            self.refresh_version();
+        }
+        let mut w = self.header(false);
+        w.placement = Some(self.placement.clone());
+        w
+    }
+
+    fn header(&self, full: bool) -> WireState {
+        let r = &self.record;
+        WireState {
+            id: r.id,
+            full,
+            created_at: r.created_at,
+            last_access: r.last_access,
+            idle_deadline: r.idle_deadline,
+            absolute_deadline: r.absolute_deadline,
+            touched: self.touched,
+            entries: Vec::new(),
+            placement: None,
+        }
+    }
+
+    /// The whole state, for a node that has no copy.
+    pub fn to_wire_full(&self) -> WireState {
+        let mut w = self.header(true);
+        w.entries = self
+            .record
+            .data
+            .iter()
+            .zip(&self.stamps)
+            .map(|((k, v), s)| WireEntry {
+                key: k.to_owned(),
+                stamp: *s,
+                value: Some(v.clone()),
+            })
+            .chain(self.tombstones.iter().map(|(k, s)| WireEntry {
+                key: k.to_string(),
+                stamp: *s,
+                value: None,
+            }))
+            .collect();
+        w.placement = Some(self.placement.clone());
+        w
+    }
+
+    /// This state under a new id (id cycling keeps every stamp, so late updates to the old id
+    /// can never be mistaken for newer ones).
+    pub fn with_id(&self, id: SessionId) -> SessionState {
+        let mut s = self.clone();
+        Arc::make_mut(&mut s.record).id = id;
+        s
+    }
+
+    /// Merges an update from a peer.
+    pub fn merge(&mut self, w: &WireState) -> MergeOutcome {
+        let mut out = MergeOutcome::default();
+        {
+            let r = Arc::make_mut(&mut self.record);
+            let before = (
+                r.created_at,
+                r.last_access,
+                r.idle_deadline,
+                r.absolute_deadline,
+            );
+            r.created_at = r.created_at.min(w.created_at);
+            r.absolute_deadline = r.absolute_deadline.min(w.absolute_deadline);
+            r.last_access = r.last_access.max(w.last_access);
+            r.idle_deadline = r
+                .idle_deadline
+                .max(w.idle_deadline)
+                .min(r.absolute_deadline);
+            if before
+                != (
+                    r.created_at,
+                    r.last_access,
+                    r.idle_deadline,
+                    r.absolute_deadline,
+                )
+            {
+                out.changed = true;
+            }
+        }
+        if w.touched > self.touched {
+            self.touched = w.touched;
+            out.changed = true;
+        }
+        for e in &w.entries {
+            match self.stamp_of(&e.key) {
+                Some(local) if local >= e.stamp => {
+                    if local > e.stamp
+                        && local.node != e.stamp.node
+                        && self.record.data.get(&e.key) != e.value.as_ref()
+                    {
+                        out.conflicts += 1;
+                    }
+                }
+                _ => {
+                    self.put(&e.key, e.stamp, e.value.clone());
+                    out.changed = true;
+                }
+            }
+        }
+        if let Some(p) = &w.placement
+            && p.stamp > self.placement.stamp
+        {
+            self.placement = p.clone();
+            out.changed = true;
+        }
+        if out.changed {
+            self.refresh_version();
+        }
+        out
+    }
+
+    /// Keys, values and stamps in a canonical form (for comparing copies in tests).
+    pub fn fingerprint(&self) -> String {
+        let full = self.to_wire_full();
+        let mut entries = full.entries;
+        entries.sort_by(|a, b| a.key.cmp(&b.key));
+        format!(
+            "{:?}|{}|{}|{}|{:?}|{:?}|{:?}",
+            entries,
+            full.last_access,
+            full.idle_deadline,
+            full.absolute_deadline,
+            full.touched,
+            full.placement,
+            self.record.version
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::time::Duration;
+
+    fn policy() -> ExpiryPolicy {
+        ExpiryPolicy::new(Duration::from_secs(100), Duration::from_secs(1000)).unwrap()
+    }
+
+    fn placement(t: u64) -> Placement {
+        Placement {
+            stamp: Stamp { time: t, node: 1 },
+            owner: NodeId(1),
+            backups: vec![NodeId(2)],
+        }
+    }
+
+    fn base() -> SessionState {
+        let mut data = SessionData::new();
+        data.insert("k0", RawJson::from_value(&0).unwrap());
+        SessionState::create(
+            SessionId::from_bytes([7; 16]),
+            data,
+            &policy(),
+            1_000,
+            Stamp { time: 1, node: 1 },
+            placement(1),
+        )
+    }
+
+    /// One write made by `node` at logical `time`: set or remove keys.
+    #[derive(Debug, Clone)]
+    struct Op {
+        node: u16,
+        time: u64,
+        now: u64,
+        sets: Vec<(u8, i32)>,
+        removes: Vec<u8>,
+        rehome: bool,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        (
+            1u16..4,
+            2u64..60,
+            1_000u64..5_000,
+            proptest::collection::vec((0u8..5, any::<i32>()), 0..3),
+            proptest::collection::vec(0u8..5, 0..2),
+            proptest::bool::weighted(0.1),
+        )
+            .prop_map(|(node, time, now, sets, removes, rehome)| Op {
+                node,
+                time,
+                now,
+                sets,
+                removes,
+                rehome,
+            })
+    }
+
+    /// The update each op produces, made on the writer's own copy (as a node would).
+    fn updates(ops: &[Op]) -> Vec<WireState> {
+        let mut writers: std::collections::HashMap<u16, SessionState> = Default::default();
+        ops.iter()
+            .enumerate()
+            .map(|(i, o)| {
+                let s = writers.entry(o.node).or_insert_with(base);
+                let mut d = Delta::default();
+                for k in &o.removes {
+                    d.remove(&format!("k{k}"));
+                }
+                for (k, v) in &o.sets {
+                    d.set(&format!("k{k}"), RawJson::from_value(v).unwrap());
+                }
+                // An HLC never issues the same stamp twice: make each op's time unique.
+                let stamp = Stamp {
+                    time: o.time * 64 + i as u64,
+                    node: o.node,
+                };
+                let mut w = s.apply_local(&d, stamp, o.now, &policy());
+                if o.rehome {
+                    let p = Placement {
+                        stamp,
+                        owner: NodeId(o.node),
+                        backups: vec![NodeId(o.node % 3 + 1)],
+                    };
+                    w.placement = s.set_placement(p).placement;
+                }
+                w
+            })
+            .collect()
+    }
+
+    proptest! {
+        /// Copies that receive the same updates in any order, with duplicates, end identical.
+        #[test]
+        fn copies_converge_under_reordering_and_duplication(
+            ops in proptest::collection::vec(op(), 1..12),
+            seeds in proptest::collection::vec(any::<u64>(), 3),
+            dups in proptest::collection::vec(0usize..12, 0..6),
+        ) {
+            let ups = updates(&ops);
+            let mut finals = Vec::new();
+            for seed in seeds {
+                // A deterministic shuffle per seed, plus duplicated deliveries.
+                let mut order: Vec<usize> = (0..ups.len()).collect();
+                order.extend(dups.iter().map(|d| d % ups.len()));
+                let mut x = seed | 1;
+                for i in (1..order.len()).rev() {
+                    x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+                    order.swap(i, (x % (i as u64 + 1)) as usize);
+                }
+                let mut copy = base();
+                for i in order {
+                    copy.merge(&ups[i]);
+                }
+                finals.push(copy.fingerprint());
+            }
+            prop_assert!(finals.windows(2).all(|w| w[0] == w[1]), "{finals:#?}");
+        }
+
+        /// Merging is idempotent and a full state is equivalent to its history.
+        #[test]
+        fn full_state_equals_history(ops in proptest::collection::vec(op(), 1..10)) {
+            let ups = updates(&ops);
+            let mut a = base();
+            for u in &ups { a.merge(u); }
+            let once = a.fingerprint();
+            for u in &ups { a.merge(u); }
+            prop_assert_eq!(&once, &a.fingerprint());
+            let b = SessionState::from_wire(&a.to_wire_full()).unwrap();
+            prop_assert_eq!(once, b.fingerprint());
+        }
+
+        /// Writes to different keys from different nodes all survive, whatever the order.
+        #[test]
+        fn disjoint_writes_all_survive(order in Just((0..6usize).collect::<Vec<_>>()).prop_shuffle()) {
+            let ops: Vec<Op> = (0..6i32).map(|i| Op {
+                node: (i % 3 + 1) as u16, time: 10 + i as u64, now: 2_000,
+                sets: vec![(i as u8 % 5, i)], removes: vec![], rehome: false,
+            }).collect();
+            let ups = updates(&ops[..5]);
+            let mut copy = base();
+            for i in order.into_iter().filter(|i| *i < 5) { copy.merge(&ups[i]); }
+            for i in 0..5i32 {
+                let got: Option<i32> = copy.record().data.get_as(&format!("k{i}")).unwrap();
+                prop_assert_eq!(got, Some(i));
+            }
+        }
+    }
+
+    #[test]
+    fn same_key_conflict_is_counted_and_resolved_by_stamp() {
+        let mut a = base();
+        let mut b = base();
+        let mut da = Delta::default();
+        da.set("k", RawJson::from_value(&"from-a").unwrap());
+        let mut db = Delta::default();
+        db.set("k", RawJson::from_value(&"from-b").unwrap());
+        let wa = a.apply_local(&da, Stamp { time: 5, node: 1 }, 2000, &policy());
+        let wb = b.apply_local(&db, Stamp { time: 5, node: 2 }, 2000, &policy());
+        let oa = a.merge(&wb);
+        let ob = b.merge(&wa);
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        assert_eq!(
+            a.record().data.get_as::<String>("k").unwrap().as_deref(),
+            Some("from-b"),
+            "equal times: the higher node id wins"
+        );
+        assert_eq!(
+            oa.conflicts + ob.conflicts,
+            1,
+            "exactly one side saw a losing write"
+        );
+    }
+
+    #[test]
+    fn removal_beats_older_set_and_loses_to_newer() {
+        let mut s = base();
+        let mut d = Delta::default();
+        d.remove("k0");
+        let w_remove = s.apply_local(&d, Stamp { time: 10, node: 2 }, 2000, &policy());
+        assert!(s.record().data.get("k0").is_none());
+        // An older set arriving late does not resurrect the key.
+        let mut old = base();
+        let mut d = Delta::default();
+        d.set("k0", RawJson::from_value(&"old").unwrap());
+        let w_old = old.apply_local(&d, Stamp { time: 5, node: 3 }, 2000, &policy());
+        s.merge(&w_old);
+        assert!(s.record().data.get("k0").is_none());
+        // A newer set does.
+        let mut d = Delta::default();
+        d.set("k0", RawJson::from_value(&"new").unwrap());
+        let w_new = old.apply_local(&d, Stamp { time: 20, node: 3 }, 2000, &policy());
+        s.merge(&w_new);
+        s.merge(&w_remove);
+        assert_eq!(
+            s.record().data.get_as::<String>("k0").unwrap().as_deref(),
+            Some("new")
+        );
+    }
+
+    #[test]
+    fn deadlines_only_move_forward_and_respect_the_absolute_deadline() {
+        let mut s = base();
+        let before = s.record().idle_deadline;
+        let mut stale = s.to_wire_full();
+        stale.idle_deadline = before - 50_000;
+        stale.last_access = 0;
+        s.merge(&stale);
+        assert_eq!(s.record().idle_deadline, before);
+        let mut far = s.to_wire_full();
+        far.idle_deadline = u64::MAX;
+        s.merge(&far);
+        assert_eq!(s.record().idle_deadline, s.record().absolute_deadline);
+    }
+}

@@ -1,0 +1,346 @@
+//! The node's memory: a sharded concurrent map of session states, tombstones of destroyed
+//! sessions, and a deadline-ordered index that wakes the sweeper exactly when the next session
+//! expires (the approach of mini-redis's `db.rs`), instead of scanning everything on a timer.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use session_core::{SessionId, now_millis};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::state::{MergeOutcome, SessionState, WireState};
+
+/// What happened to an update from a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// Merged (or adopted, for a full state).
+    Merged(MergeOutcome),
+    /// A partial update for a session this node holds no copy of: ask for the full state.
+    NeedFull,
+    /// Dropped: the session is destroyed or already expired.
+    Ignored,
+}
+
+/// Sessions held in this node's memory.
+#[derive(Debug, Default)]
+pub struct Store {
+    sessions: DashMap<SessionId, SessionState>,
+    /// Destroyed (or cycled-away) ids and when their tombstone may go (ms).
+    destroyed: DashMap<SessionId, u64>,
+    /// `(deadline, id)` pairs; a pair may be earlier than the session's real deadline (deadlines
+    /// only move forward), in which case the sweeper re-files it. Never later.
+    index: Mutex<BTreeSet<(u64, SessionId)>>,
+    wake: Notify,
+    sweeps: AtomicU64,
+    swept: AtomicU64,
+}
+
+impl Store {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sessions held.
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// True when no session is held.
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    /// Tombstones held.
+    pub fn tombstones(&self) -> usize {
+        self.destroyed.len()
+    }
+
+    /// Sweeper wake-ups and sessions it removed.
+    pub fn sweep_counts(&self) -> (u64, u64) {
+        (
+            self.sweeps.load(Ordering::Relaxed),
+            self.swept.load(Ordering::Relaxed),
+        )
+    }
+
+    fn file(&self, deadline: u64, id: SessionId) {
+        let earliest = {
+            let mut idx = self.index.lock();
+            let earliest = idx.first().map(|(d, _)| *d);
+            idx.insert((deadline, id));
+            earliest
+        };
+        if earliest.is_none_or(|e| deadline < e) {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Runs `f` on a session's state, if held (no copy is made).
+    pub fn read<R>(&self, id: &SessionId, f: impl FnOnce(&SessionState) -> R) -> Option<R> {
+        self.sessions.get(id).map(|s| f(&s))
+    }
+
+    /// Runs `f` on a session's state for writing, if held.
+    pub fn update<R>(&self, id: &SessionId, f: impl FnOnce(&mut SessionState) -> R) -> Option<R> {
+        self.sessions.get_mut(id).map(|mut s| f(&mut s))
+    }
+
+    /// True when the id was destroyed (and its tombstone is still kept).
+    pub fn is_destroyed(&self, id: &SessionId) -> bool {
+        self.destroyed.contains_key(id)
+    }
+
+    /// Holds a new session (created here, or adopted whole from a peer). Refused when the id
+    /// is destroyed or the state already expired.
+    pub fn insert(&self, state: SessionState) -> bool {
+        let r = state.record().clone();
+        if self.is_destroyed(&r.id) || r.is_expired(now_millis()) {
+            return false;
+        }
+        self.sessions.insert(r.id, state);
+        self.file(r.expires_at(), r.id);
+        true
+    }
+
+    /// Merges an update from a peer (or a freshly fetched state).
+    pub fn apply(&self, w: &WireState) -> Applied {
+        if self.is_destroyed(&w.id) {
+            return Applied::Ignored;
+        }
+        let filed = match self.sessions.entry(w.id) {
+            dashmap::Entry::Occupied(mut e) => return Applied::Merged(e.get_mut().merge(w)),
+            dashmap::Entry::Vacant(v) => {
+                if !w.full {
+                    return Applied::NeedFull;
+                }
+                match SessionState::from_wire(w) {
+                    Some(s) if !s.record().is_expired(now_millis()) => {
+                        let at = s.record().expires_at();
+                        v.insert(s);
+                        at
+                    }
+                    _ => return Applied::Ignored,
+                }
+            }
+        };
+        self.file(filed, w.id);
+        Applied::Merged(MergeOutcome {
+            changed: true,
+            conflicts: 0,
+        })
+    }
+
+    /// Forgets a session and keeps a tombstone until `until` (ms).
+    pub fn destroy(&self, id: SessionId, until: u64) {
+        self.sessions.remove(&id);
+        if until > now_millis() {
+            self.destroyed.insert(id, until);
+            self.file(until, id);
+        }
+    }
+
+    /// Forgets a copy without a tombstone (an expired or stale copy).
+    pub fn remove(&self, id: &SessionId) {
+        self.sessions.remove(id);
+    }
+
+    /// Tombstones created after `since` (ms before their expiry is unknown, so: all tombstones
+    /// whose deadline is after `now`), for peers that may have missed them.
+    pub fn live_tombstones(&self) -> Vec<(SessionId, u64)> {
+        let now = now_millis();
+        self.destroyed
+            .iter()
+            .filter(|e| *e.value() > now)
+            .map(|e| (*e.key(), *e.value()))
+            .collect()
+    }
+
+    /// Ids of every held session (for repair scans).
+    pub fn ids(&self) -> Vec<SessionId> {
+        self.sessions.iter().map(|e| *e.key()).collect()
+    }
+
+    /// Removes every session and tombstone whose deadline passed; returns how many sessions
+    /// went. Index entries for sessions that were extended are re-filed at their new deadline.
+    pub fn sweep(&self, now: u64) -> usize {
+        let due: Vec<(u64, SessionId)> = {
+            let mut idx = self.index.lock();
+            let mut due = Vec::new();
+            while let Some(first) = idx.first().copied() {
+                if first.0 > now {
+                    break;
+                }
+                idx.pop_first();
+                due.push(first);
+            }
+            due
+        };
+        let mut removed = 0;
+        for (_, id) in due {
+            if let Some(until) = self.destroyed.get(&id).map(|e| *e.value()) {
+                if until <= now {
+                    self.destroyed.remove(&id);
+                } else {
+                    self.file(until, id);
+                }
+            }
+            let expires = self.sessions.get(&id).map(|s| s.record().expires_at());
+            match expires {
+                Some(at)
+                    if at <= now
+                        && self
+                            .sessions
+                            .remove_if(&id, |_, s| s.record().is_expired(now))
+                            .is_some() =>
+                {
+                    removed += 1;
+                }
+                Some(at) if at <= now => {}
+                Some(at) => self.file(at, id),
+                None => {}
+            }
+        }
+        self.sweeps.fetch_add(1, Ordering::Relaxed);
+        self.swept.fetch_add(removed as u64, Ordering::Relaxed);
+        if removed > 0 && self.sessions.len() < self.sessions.capacity() / 4 {
+            // Return memory after a mass expiry.
+            self.sessions.shrink_to_fit();
+        }
+        removed
+    }
+
+    /// The earliest filed deadline.
+    fn next_deadline(&self) -> Option<u64> {
+        self.index.lock().first().map(|(d, _)| *d)
+    }
+
+    /// Sweeps until `stop` fires: sleeps until the earliest deadline (plus up to `jitter`, so
+    /// nodes do not sweep in lockstep), or until a new earlier deadline is filed.
+    pub async fn run_sweeper(self: Arc<Self>, jitter: Duration, stop: CancellationToken) {
+        loop {
+            let now = now_millis();
+            let wait = match self.next_deadline() {
+                Some(d) if d <= now => Duration::ZERO,
+                Some(d) => Duration::from_millis(d - now) + random_jitter(jitter),
+                None => Duration::from_secs(3600),
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => { self.sweep(now_millis()); }
+                _ = self.wake.notified() => {}
+                _ = stop.cancelled() => return,
+            }
+        }
+    }
+}
+
+/// A random duration in `0..=max`.
+pub fn random_jitter(max: Duration) -> Duration {
+    if max.is_zero() {
+        return Duration::ZERO;
+    }
+    let mut b = [0u8; 8];
+    session_core::fill_random(&mut b);
+    let r = u64::from_le_bytes(b);
+    Duration::from_micros(r % (max.as_micros() as u64 + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::NodeId;
+    use crate::state::{Placement, Stamp};
+    use session_core::{ExpiryPolicy, SessionData};
+
+    fn state(idle_ms: u64) -> SessionState {
+        let p =
+            ExpiryPolicy::new(Duration::from_millis(idle_ms), Duration::from_secs(3600)).unwrap();
+        SessionState::create(
+            SessionId::random(),
+            SessionData::new(),
+            &p,
+            now_millis(),
+            Stamp { time: 1, node: 1 },
+            Placement {
+                stamp: Stamp { time: 1, node: 1 },
+                owner: NodeId(1),
+                backups: vec![],
+            },
+        )
+    }
+
+    #[test]
+    fn sweep_removes_only_expired_and_refiles_extended() {
+        let s = Store::new();
+        let short = state(10);
+        let long = state(60_000);
+        let extended = state(10);
+        let (a, b, c) = (short.record().id, long.record().id, extended.record().id);
+        s.insert(short);
+        s.insert(long);
+        s.insert(extended);
+        // Extend `c` in place: its index entry is now early.
+        s.update(&c, |st| {
+            let p = ExpiryPolicy::new(Duration::from_secs(60), Duration::from_secs(3600)).unwrap();
+            st.touch(Stamp { time: 2, node: 1 }, now_millis(), &p);
+        });
+        let removed = s.sweep(now_millis() + 50);
+        assert_eq!(removed, 1);
+        assert!(s.read(&a, |_| ()).is_none());
+        assert!(s.read(&b, |_| ()).is_some());
+        assert!(s.read(&c, |_| ()).is_some(), "extended session survives");
+        assert_eq!(s.len(), 2);
+    }
+
+    #[test]
+    fn tombstones_block_resurrection_until_they_expire() {
+        let s = Store::new();
+        let st = state(60_000);
+        let id = st.record().id;
+        let full = st.to_wire_full();
+        s.insert(st);
+        s.destroy(id, now_millis() + 1000);
+        assert_eq!(s.apply(&full), Applied::Ignored);
+        assert!(!s.insert(SessionState::from_wire(&full).unwrap()));
+        s.sweep(now_millis() + 2000);
+        assert_eq!(s.tombstones(), 0);
+    }
+
+    #[test]
+    fn partial_update_for_unknown_session_asks_for_full_state() {
+        let s = Store::new();
+        let st = state(60_000);
+        let mut partial = st.to_wire_full();
+        partial.full = false;
+        assert_eq!(s.apply(&partial), Applied::NeedFull);
+        assert!(matches!(s.apply(&st.to_wire_full()), Applied::Merged(_)));
+        assert_eq!(s.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn sweeper_wakes_for_the_earliest_deadline() {
+        let s = Arc::new(Store::new());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(s.clone().run_sweeper(Duration::ZERO, stop.clone()));
+        s.insert(state(60_000));
+        s.insert(state(50));
+        for _ in 0..100 {
+            if s.len() == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            s.len(),
+            1,
+            "the 50 ms session was swept without a fixed-interval scan"
+        );
+        stop.cancel();
+        task.await.unwrap();
+    }
+}

@@ -1,0 +1,396 @@
+//! A real multi-node cluster in one process, for tests: every node has its own tokio runtime
+//! and its own cluster port on a free loopback port, and talks to the others over real HTTP.
+//! [`LocalCluster::kill`] drops a node's runtime at once (its listener, connections, tasks and
+//! memory vanish, as in a crash); [`LocalCluster::restart`] brings it back on the same port
+//! with empty memory.
+//!
+//! ```
+//! use backend_instantcopy::testing::LocalCluster;
+//! use backend_instantcopy::{Ack, Replication};
+//! use session_core::{ExpiryPolicy, Session, Commit};
+//!
+//! # #[tokio::main] async fn main() {
+//! let cluster = LocalCluster::start(3, Replication::Backups(1), Ack::One, ExpiryPolicy::default()).await.unwrap();
+//! let s = Session::new(cluster.node(0), None);
+//! s.insert("user", "alice").unwrap();
+//! let Commit::Issue { token, .. } = s.commit().await.unwrap() else { panic!() };
+//! let on_two = Session::new(cluster.node(2), Some(token));
+//! assert_eq!(on_two.get::<String>("user").await.unwrap().as_deref(), Some("alice"));
+//! # }
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use session_core::testing::{BackendFactory, Capabilities, Harness, SettleFn};
+use session_core::{
+    Counters, Delta, ExpiryPolicy, KeyRing, Loaded, Saved, SessionBackend, SessionData,
+    SessionError,
+};
+
+use crate::config::{Ack, Config, Member, NodeId, Replication};
+use crate::node::InstantCopyNode;
+
+struct Running {
+    node: InstantCopyNode,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// N instant-copy nodes in this process, each on its own runtime and loopback port.
+pub struct LocalCluster {
+    configs: Vec<Config>,
+    keys: KeyRing,
+    policy: ExpiryPolicy,
+    slots: Vec<Mutex<Option<Arc<Running>>>>,
+}
+
+impl std::fmt::Debug for LocalCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalCluster")
+            .field("nodes", &self.configs.len())
+            .finish()
+    }
+}
+
+/// Timings short enough for tests: a dead peer is noticed in about half a second.
+pub fn test_config(node: u16, members: Vec<Member>, replication: Replication, ack: Ack) -> Config {
+    let addr = members
+        .iter()
+        .find(|m| m.id == NodeId(node))
+        .map(|m| m.addr)
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+    Config {
+        node_id: NodeId(node),
+        cluster_addr: addr,
+        members,
+        replication,
+        ack,
+        connect_timeout: Duration::from_millis(200),
+        request_timeout: Duration::from_millis(800),
+        ack_timeout: Duration::from_millis(1500),
+        heartbeat_interval: Duration::from_millis(150),
+        failure_threshold: 3,
+        sweep_jitter: Duration::from_millis(20),
+        ..Config::default()
+    }
+}
+
+fn bind_free() -> std::io::Result<std::net::TcpListener> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+async fn launch(
+    config: Config,
+    policy: ExpiryPolicy,
+    keys: KeyRing,
+    listener: std::net::TcpListener,
+) -> Result<Arc<Running>, String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name(format!("ic-node-{}", config.node_id))
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    let node = rt
+        .spawn(async move {
+            let l = tokio::net::TcpListener::from_std(listener).map_err(|e| e.to_string())?;
+            InstantCopyNode::start_with_listener(config, policy, &keys, l)
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| format!("start task: {e}"))??;
+    Ok(Arc::new(Running { node, rt: Some(rt) }))
+}
+
+impl LocalCluster {
+    /// Starts `n` nodes (ids 1..=n) and waits until they all see each other.
+    pub async fn start(
+        n: usize,
+        replication: Replication,
+        ack: Ack,
+        policy: ExpiryPolicy,
+    ) -> Result<Arc<Self>, String> {
+        Self::start_with(n, n, replication, ack, policy).await
+    }
+
+    /// Configures `members` nodes but starts only the first `running` (the rest can join later
+    /// with [`restart`](LocalCluster::restart)).
+    pub async fn start_with(
+        members: usize,
+        running: usize,
+        replication: Replication,
+        ack: Ack,
+        policy: ExpiryPolicy,
+    ) -> Result<Arc<Self>, String> {
+        let listeners: Vec<std::net::TcpListener> = (0..members)
+            .map(|_| bind_free())
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("bind: {e}"))?;
+        let member_list: Vec<Member> = listeners
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                Ok(Member {
+                    id: NodeId(i as u16 + 1),
+                    addr: l.local_addr()?,
+                })
+            })
+            .collect::<std::io::Result<_>>()
+            .map_err(|e| format!("addr: {e}"))?;
+        let configs: Vec<Config> = (1..=members as u16)
+            .map(|i| test_config(i, member_list.clone(), replication, ack))
+            .collect();
+        let cluster = Arc::new(LocalCluster {
+            keys: KeyRing::generate(),
+            policy,
+            slots: (0..members).map(|_| Mutex::new(None)).collect(),
+            configs,
+        });
+        let starts = listeners
+            .into_iter()
+            .enumerate()
+            .take(running)
+            .map(|(i, l)| launch(cluster.configs[i].clone(), policy, cluster.keys.clone(), l));
+        let started = futures::future::join_all(starts).await;
+        for (i, r) in started.into_iter().enumerate() {
+            *cluster.slots[i].lock() = Some(r?);
+        }
+        cluster.wait_connected(Duration::from_secs(10)).await;
+        Ok(cluster)
+    }
+
+    /// The cluster's key ring (tests use it to forge correctly signed tokens and requests).
+    pub fn keys(&self) -> &KeyRing {
+        &self.keys
+    }
+
+    /// Node `i`'s configuration.
+    pub fn config(&self, i: usize) -> &Config {
+        &self.configs[i]
+    }
+
+    /// Number of configured members.
+    pub fn len(&self) -> usize {
+        self.configs.len()
+    }
+
+    /// Always false: a cluster has at least one member.
+    pub fn is_empty(&self) -> bool {
+        self.configs.is_empty()
+    }
+
+    /// A backend handle for node `i` (0-based); its calls run on the node's runtime and fail
+    /// with `Unavailable` while the node is down.
+    pub fn node(self: &Arc<Self>, i: usize) -> Arc<dyn SessionBackend> {
+        Arc::new(ClusterNode {
+            cluster: self.clone(),
+            index: i,
+        })
+    }
+
+    /// The running node `i`, if up.
+    pub fn instance(&self, i: usize) -> Option<InstantCopyNode> {
+        self.slots[i].lock().as_ref().map(|r| r.node.clone())
+    }
+
+    /// Crashes node `i`: its runtime is dropped at once, with no flush and no goodbye.
+    pub fn kill(&self, i: usize) {
+        self.slots[i].lock().take();
+    }
+
+    /// Starts node `i` again on its old port, with empty memory.
+    pub async fn restart(&self, i: usize) -> Result<(), String> {
+        let addr = self.configs[i].cluster_addr;
+        let mut tries = 0;
+        let listener = loop {
+            match std::net::TcpListener::bind(addr) {
+                Ok(l) => break l,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    tracing::debug!(error = %e, "port not free yet");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(format!("rebinding {addr}: {e}")),
+            }
+        };
+        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let r = launch(
+            self.configs[i].clone(),
+            self.policy,
+            self.keys.clone(),
+            listener,
+        )
+        .await?;
+        *self.slots[i].lock() = Some(r);
+        Ok(())
+    }
+
+    fn running(&self) -> Vec<InstantCopyNode> {
+        (0..self.len()).filter_map(|i| self.instance(i)).collect()
+    }
+
+    /// Waits until every running node sees every other running node as up.
+    pub async fn wait_connected(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let running = self.running();
+            let ids: Vec<NodeId> = running.iter().map(|n| n.node_id()).collect();
+            let all = running.iter().all(|n| {
+                n.peers()
+                    .iter()
+                    .filter(|p| ids.contains(&NodeId(p.id)))
+                    .all(|p| p.up)
+            });
+            if all {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until no running node has replication in flight.
+    pub async fn settle(&self) {
+        for _ in 0..500 {
+            if self.running().iter().all(|n| n.pending_replication() == 0) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Sum of a standard counter over running nodes.
+    pub fn total(&self, f: impl Fn(&Counters) -> u64) -> u64 {
+        self.running().iter().map(|n| f(&n.counters())).sum()
+    }
+}
+
+struct ClusterNode {
+    cluster: Arc<LocalCluster>,
+    index: usize,
+}
+
+impl ClusterNode {
+    async fn run<T, F, Fut>(&self, f: F) -> Result<T, SessionError>
+    where
+        T: Send + 'static,
+        F: FnOnce(InstantCopyNode) -> Fut,
+        Fut: std::future::Future<Output = Result<T, SessionError>> + Send + 'static,
+    {
+        let running = self.cluster.slots[self.index].lock().clone();
+        let Some(running) = running else {
+            return Err(SessionError::Unavailable {
+                backend: "instantcopy",
+                context: format!("node {} is down", self.index + 1),
+                source: None,
+            });
+        };
+        let Some(handle) = running.rt.as_ref().map(|rt| rt.handle().clone()) else {
+            return Err(SessionError::backend_msg(
+                "instantcopy",
+                "node has no runtime",
+            ));
+        };
+        let fut = f(running.node.clone());
+        drop(running);
+        handle
+            .spawn(fut)
+            .await
+            .map_err(|e| SessionError::Unavailable {
+                backend: "instantcopy",
+                context: format!("node {} crashed during the call: {e}", self.index + 1),
+                source: None,
+            })?
+    }
+}
+
+#[async_trait]
+impl SessionBackend for ClusterNode {
+    fn scheme(&self) -> &'static str {
+        "instantcopy"
+    }
+    fn policy(&self) -> &ExpiryPolicy {
+        &self.cluster.policy
+    }
+    async fn load(&self, token: &str) -> Result<Option<Loaded>, SessionError> {
+        let token = token.to_owned();
+        self.run(|n| async move { n.load(&token).await }).await
+    }
+    async fn create(&self, data: SessionData) -> Result<Saved, SessionError> {
+        self.run(|n| async move { n.create(data).await }).await
+    }
+    async fn save(&self, loaded: &Loaded, delta: &Delta) -> Result<Saved, SessionError> {
+        let (l, d) = (loaded.clone(), delta.clone());
+        self.run(|n| async move { n.save(&l, &d).await }).await
+    }
+    async fn cycle_id(&self, loaded: &Loaded, delta: &Delta) -> Result<Saved, SessionError> {
+        let (l, d) = (loaded.clone(), delta.clone());
+        self.run(|n| async move { n.cycle_id(&l, &d).await }).await
+    }
+    async fn destroy(&self, loaded: &Loaded) -> Result<(), SessionError> {
+        let l = loaded.clone();
+        self.run(|n| async move { n.destroy(&l).await }).await
+    }
+    fn counters(&self) -> Counters {
+        self.cluster
+            .instance(self.index)
+            .map(|n| n.counters())
+            .unwrap_or_default()
+    }
+}
+
+/// Builds instant-copy clusters for the conformance suite.
+#[derive(Debug, Clone, Copy)]
+pub struct InstantCopyFactory {
+    /// Nodes per cluster.
+    pub nodes: usize,
+    /// Replication mode.
+    pub replication: Replication,
+    /// Ack level.
+    pub ack: Ack,
+}
+
+#[async_trait]
+impl BackendFactory for InstantCopyFactory {
+    fn name(&self) -> String {
+        format!(
+            "instantcopy ({} node{}, replication {}, ack {})",
+            self.nodes,
+            if self.nodes == 1 { "" } else { "s" },
+            self.replication,
+            self.ack
+        )
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::server_side()
+    }
+    async fn build(&self, policy: ExpiryPolicy) -> Result<Harness, String> {
+        let cluster = LocalCluster::start(self.nodes, self.replication, self.ack, policy).await?;
+        let nodes = (0..self.nodes).map(|i| cluster.node(i)).collect();
+        let c = cluster.clone();
+        let settle: SettleFn = Arc::new(move || {
+            let c = c.clone();
+            Box::pin(async move { c.settle().await })
+        });
+        Ok(Harness {
+            nodes,
+            settle: Some(settle),
+        })
+    }
+}

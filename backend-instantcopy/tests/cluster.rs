@@ -1,0 +1,399 @@
+//! The paper's scheme on real multi-node clusters (issue: instant copy): fetch from owner,
+//! push on write, destroy and id cycling everywhere, forged tokens, the authenticated cluster
+//! port, expiry, restart.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed test
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use backend_instantcopy::testing::LocalCluster;
+use backend_instantcopy::wire::{self, PeerSeal, PushBatch, Update};
+use backend_instantcopy::{Ack, NodeId, Placement, Replication, Route, SessionState, Stamp};
+use session_core::{
+    Commit, ExpiryPolicy, KeyRing, Session, SessionBackend, SessionData, SessionId, TokenSigner,
+    now_millis,
+};
+
+fn policy(idle_ms: u64) -> ExpiryPolicy {
+    ExpiryPolicy::new(Duration::from_millis(idle_ms), Duration::from_secs(3600)).unwrap()
+}
+
+async fn write(
+    node: &Arc<dyn SessionBackend>,
+    token: Option<&str>,
+    key: &str,
+    value: i64,
+) -> String {
+    let s = Session::new(node.clone(), token.map(str::to_owned));
+    s.insert(key, &value).unwrap();
+    match s.commit().await.unwrap() {
+        Commit::Issue { token, .. } => token,
+        other => panic!("write gave {other:?}"),
+    }
+}
+
+async fn read(node: &Arc<dyn SessionBackend>, token: &str, key: &str) -> Option<i64> {
+    Session::new(node.clone(), Some(token.to_owned()))
+        .get(key)
+        .await
+        .unwrap()
+}
+
+fn n_calls(c: &LocalCluster, i: usize) -> u64 {
+    c.instance(i).unwrap().counters().network_calls
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paper_flow_on_three_nodes() {
+    let c = LocalCluster::start(3, Replication::All, Ack::Async, ExpiryPolicy::default())
+        .await
+        .unwrap();
+    let (n1, n2, n3) = (c.node(0), c.node(1), c.node(2));
+
+    // Step 1: created on node 1, pushed to the others; a read on node 2 is local.
+    let t = write(&n1, None, "a", 1).await;
+    c.settle().await;
+    let before = n_calls(&c, 1);
+    assert_eq!(read(&n2, &t, "a").await, Some(1));
+    assert_eq!(n_calls(&c, 1), before, "node 2 had the pushed copy: N = 0");
+
+    // Step 3: a write on node 3 is visible on nodes 1 and 2 without a fetch.
+    let t = write(&n3, Some(&t), "b", 2).await;
+    c.settle().await;
+    let (b1, b2) = (n_calls(&c, 0), n_calls(&c, 1));
+    assert_eq!(read(&n1, &t, "b").await, Some(2));
+    assert_eq!(read(&n2, &t, "b").await, Some(2));
+    assert_eq!(
+        (n_calls(&c, 0), n_calls(&c, 1)),
+        (b1, b2),
+        "no fetch after a push"
+    );
+
+    // Destroy on node 2: gone everywhere.
+    let s = Session::new(n2.clone(), Some(t.clone()));
+    s.destroy();
+    assert_eq!(s.commit().await.unwrap(), Commit::Clear);
+    c.settle().await;
+    for n in [&n1, &n2, &n3] {
+        assert!(n.load(&t).await.unwrap().is_none());
+    }
+
+    // Cycle on node 1: the old token is dead on every node, the new one works everywhere.
+    let old = write(&n1, None, "user", 7).await;
+    c.settle().await;
+    let s = Session::new(n1.clone(), Some(old.clone()));
+    s.cycle_id();
+    s.get::<i64>("user").await.unwrap();
+    let Commit::Issue { token: new, .. } = s.commit().await.unwrap() else {
+        panic!("cycle issues a token")
+    };
+    c.settle().await;
+    for n in [&n1, &n2, &n3] {
+        assert!(
+            n.load(&old).await.unwrap().is_none(),
+            "old id alive after cycle"
+        );
+        assert_eq!(read(n, &new, "user").await, Some(7));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_a_copy_fetches_once_then_reads_locally() {
+    // Node 3 is down while the session is created, so it has no copy when it starts.
+    let c = LocalCluster::start_with(3, 2, Replication::All, Ack::Async, ExpiryPolicy::default())
+        .await
+        .unwrap();
+    let t = write(&c.node(0), None, "k", 5).await;
+    c.restart(2).await.unwrap();
+    assert!(c.wait_connected(Duration::from_secs(5)).await);
+    let n3 = c.node(2);
+    let before = n_calls(&c, 2);
+    assert_eq!(read(&n3, &t, "k").await, Some(5));
+    assert_eq!(
+        n_calls(&c, 2) - before,
+        1,
+        "first read: one fetch from the owner"
+    );
+    assert_eq!(read(&n3, &t, "k").await, Some(5));
+    assert_eq!(n_calls(&c, 2) - before, 1, "second read: local");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_copy_is_never_served_to_a_client_that_saw_newer() {
+    let c = LocalCluster::start(3, Replication::All, Ack::Async, ExpiryPolicy::default())
+        .await
+        .unwrap();
+    let (n1, n2) = (c.node(0), c.node(1));
+    let t = write(&n1, None, "v", 1).await;
+    c.settle().await;
+    // Many writes on node 1, each read back at once on node 2 with the token just returned:
+    // whether or not the push arrived, node 2 must show the write (fetching if needed).
+    let mut t = t;
+    for i in 2..40 {
+        t = write(&n1, Some(&t), "v", i).await;
+        assert_eq!(
+            read(&n2, &t, "v").await,
+            Some(i),
+            "read-your-writes across nodes"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_tokens_cause_no_outbound_connection() {
+    let c = LocalCluster::start(
+        3,
+        Replication::Backups(1),
+        Ack::Async,
+        ExpiryPolicy::default(),
+    )
+    .await
+    .unwrap();
+    // A listener standing in for "an address the attacker wanted"; it counts connections.
+    let bait = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = bait.local_addr().unwrap().port();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    let bait_task = tokio::spawn(async move {
+        while bait.accept().await.is_ok() {
+            h.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let signer = TokenSigner::new(c.keys());
+    let n1 = c.node(0);
+    let good = write(&n1, None, "k", 1).await;
+    let before = c.total(|x| x.network_calls);
+
+    // Correctly signed (an insider's key), but naming non-member nodes — including one whose
+    // id is the bait's port number.
+    for owner in [port, 99, 0, u16::MAX] {
+        let route = Route {
+            owner: NodeId(owner),
+            version: 0,
+            backups: vec![],
+        };
+        let t = signer.sign(&SessionId::random(), &route.encode()).unwrap();
+        for i in 0..3 {
+            assert!(
+                c.node(i).load(&t).await.is_err(),
+                "non-member owner {owner}"
+            );
+        }
+    }
+    // A member owner with a non-member backup, and routing bytes that are an IPv4 address.
+    let route = Route {
+        owner: NodeId(1),
+        version: 0,
+        backups: vec![NodeId(port)],
+    };
+    let t = signer.sign(&SessionId::random(), &route.encode()).unwrap();
+    assert!(n1.load(&t).await.is_err());
+    let t = signer
+        .sign(
+            &SessionId::random(),
+            &[127, 0, 0, 1, (port >> 8) as u8, port as u8],
+        )
+        .unwrap();
+    assert!(n1.load(&t).await.is_err());
+
+    // A real token with one character flipped, at every position.
+    for i in 0..good.len() {
+        let mut b = good.clone().into_bytes();
+        b[i] = if b[i] == b'A' { b'B' } else { b'A' };
+        let forged = String::from_utf8(b).unwrap();
+        for n in 0..3 {
+            assert!(!matches!(c.node(n).load(&forged).await, Ok(Some(_))));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "the bait address was contacted"
+    );
+    assert_eq!(
+        c.total(|x| x.network_calls),
+        before,
+        "forged tokens caused peer calls"
+    );
+    bait_task.abort();
+}
+
+/// Sends a raw request to a node's cluster port.
+async fn raw(
+    addr: std::net::SocketAddr,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Vec<u8>,
+) -> u16 {
+    let client = reqwest::Client::new();
+    let mut req = client.post(format!("http://{addr}{path}")).body(body);
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    req.send().await.unwrap().status().as_u16()
+}
+
+fn full_state(id: SessionId) -> Update {
+    let s = SessionState::create(
+        id,
+        SessionData::new(),
+        &ExpiryPolicy::default(),
+        now_millis(),
+        Stamp { time: 1, node: 2 },
+        Placement {
+            stamp: Stamp { time: 1, node: 2 },
+            owner: NodeId(2),
+            backups: vec![],
+        },
+    );
+    Update::State(s.to_wire_full())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_port_refuses_unauthenticated_stale_and_malformed_requests() {
+    let c = LocalCluster::start(2, Replication::All, Ack::Async, ExpiryPolicy::default())
+        .await
+        .unwrap();
+    let target = c.instance(0).unwrap();
+    let addr = target.cluster_addr();
+    let id = SessionId::random();
+    let body = wire::encode(&PushBatch {
+        updates: vec![full_state(id)],
+    })
+    .unwrap();
+    let seal = PeerSeal::new(c.keys());
+    let now = now_millis();
+    let hdrs = |from: u16, t: u64| {
+        vec![
+            (wire::HDR_FROM, from.to_string()),
+            (wire::HDR_TIME, t.to_string()),
+        ]
+    };
+
+    // No authentication at all.
+    assert_eq!(raw(addr, wire::PATH_PUSH, &[], body.clone()).await, 401);
+    // Sealed with another cluster's secret.
+    let other = PeerSeal::new(&KeyRing::generate());
+    let (_, sealed) = other.seal_request("POST", wire::PATH_PUSH, NodeId(2), now, &body);
+    assert_eq!(raw(addr, wire::PATH_PUSH, &hdrs(2, now), sealed).await, 401);
+    // Right secret, but sealed for another path (replayed to a different endpoint).
+    let (_, sealed) = seal.seal_request("POST", wire::PATH_FETCH, NodeId(2), now, &body);
+    assert_eq!(raw(addr, wire::PATH_PUSH, &hdrs(2, now), sealed).await, 401);
+    // Right secret, outside the replay window (a captured request replayed a minute later).
+    let old = now - 60_000;
+    let (_, sealed) = seal.seal_request("POST", wire::PATH_PUSH, NodeId(2), old, &body);
+    assert_eq!(raw(addr, wire::PATH_PUSH, &hdrs(2, old), sealed).await, 401);
+    // Claiming to be a non-member, or the receiver itself.
+    for from in [9, 1] {
+        let (_, sealed) = seal.seal_request("POST", wire::PATH_PUSH, NodeId(from), now, &body);
+        assert_eq!(
+            raw(addr, wire::PATH_PUSH, &hdrs(from, now), sealed).await,
+            401
+        );
+    }
+    assert_eq!(
+        target.sessions_held(),
+        0,
+        "refused requests changed nothing"
+    );
+    let m = &target.shared().metrics;
+    assert_eq!(m.auth_failures.get(), 6);
+
+    // Authenticated garbage: 400, nothing changes.
+    let (_, sealed) = seal.seal_request(
+        "POST",
+        wire::PATH_PUSH,
+        NodeId(2),
+        now,
+        b"\xff\xff\xff\xff\xff",
+    );
+    assert_eq!(raw(addr, wire::PATH_PUSH, &hdrs(2, now), sealed).await, 400);
+    // Oversized: 413 before the body is even opened.
+    let big = vec![0u8; target.shared().config.max_body_bytes + 1];
+    assert_eq!(raw(addr, wire::PATH_PUSH, &hdrs(2, now), big).await, 413);
+    assert_eq!(target.sessions_held(), 0);
+
+    // The same push, properly sealed, is applied.
+    let (_, sealed) = seal.seal_request("POST", wire::PATH_PUSH, NodeId(2), now, &body);
+    assert_eq!(raw(addr, wire::PATH_PUSH, &hdrs(2, now), sealed).await, 200);
+    assert_eq!(target.sessions_held(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sessions_are_swept_everywhere_and_reads_elsewhere_keep_them_alive() {
+    let c = LocalCluster::start(3, Replication::All, Ack::Async, policy(1_200))
+        .await
+        .unwrap();
+    let (n1, n2) = (c.node(0), c.node(1));
+    let idle = write(&n1, None, "k", 1).await;
+    let active = write(&n1, None, "k", 2).await;
+    c.settle().await;
+    for i in 0..3 {
+        assert_eq!(c.instance(i).unwrap().sessions_held(), 2);
+    }
+    // Read `active` on node 2 only, for three times the idle timeout.
+    let mut t = active;
+    for _ in 0..12 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let s = Session::new(n2.clone(), Some(t.clone()));
+        assert_eq!(
+            s.get::<i64>("k").await.unwrap(),
+            Some(2),
+            "active session expired"
+        );
+        if let Commit::Issue { token, .. } = s.commit().await.unwrap() {
+            t = token;
+        }
+    }
+    c.settle().await;
+    // Node 1 never saw a request for `active`, but the touches reached it.
+    assert_eq!(read(&n1, &t, "k").await, Some(2));
+    // `idle` is gone on every node, and the sweeper released it from memory.
+    for i in 0..3 {
+        assert!(c.node(i).load(&idle).await.unwrap().is_none());
+        assert_eq!(
+            c.instance(i).unwrap().sessions_held(),
+            1,
+            "node {i} still holds the idle session"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_rejoins_and_serves() {
+    let c = LocalCluster::start(3, Replication::All, Ack::Async, ExpiryPolicy::default())
+        .await
+        .unwrap();
+    let t = write(&c.node(0), None, "k", 1).await;
+    c.settle().await;
+    c.kill(1);
+    assert!(
+        c.node(1).load(&t).await.is_err(),
+        "a dead node answers nothing"
+    );
+    // The others notice.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let peers = c.instance(0).unwrap().peers();
+    assert!(!peers.iter().find(|p| p.id == 2).unwrap().up);
+
+    c.restart(1).await.unwrap();
+    assert!(
+        c.wait_connected(Duration::from_secs(5)).await,
+        "restarted node taken back"
+    );
+    let n2 = c.node(1);
+    assert_eq!(
+        read(&n2, &t, "k").await,
+        Some(1),
+        "serves old sessions by fetching"
+    );
+    let t2 = write(&n2, None, "new", 2).await;
+    c.settle().await;
+    assert_eq!(
+        read(&c.node(2), &t2, "new").await,
+        Some(2),
+        "its writes replicate"
+    );
+}
