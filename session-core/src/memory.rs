@@ -135,10 +135,12 @@ impl SessionBackend for MemoryBackend {
             .policy
             .refreshed_idle_deadline(now, r.absolute_deadline);
         self.counters.saved();
-        Ok(Saved {
-            token: loaded.token.to_string(),
+        // Re-signed, so a token signed with a retired key is replaced by one with the current key.
+        let saved = Saved {
+            token: self.signer.sign(&r.id, &[])?,
             expires_at: r.expires_at(),
-        })
+        };
+        Ok(saved)
     }
 
     async fn cycle_id(&self, loaded: &Loaded, delta: &Delta) -> Result<Saved, SessionError> {

@@ -319,7 +319,7 @@ impl Session {
             }
             *self.inner.load.lock().await = LoadState::Done(None);
             *self.inner.token.lock() = None;
-            if !delta.is_empty() {
+            if !delta.set.is_empty() {
                 return Ok(issue(backend.create(data_from(&delta)).await?));
             }
             return Ok(if had_token {
@@ -338,7 +338,8 @@ impl Session {
                     Ok(Commit::Unchanged)
                 }
             }
-            None if !delta.is_empty() => Ok(issue(backend.create(data_from(&delta)).await?)),
+            // Removals alone leave a new session empty: nothing to persist.
+            None if !delta.set.is_empty() => Ok(issue(backend.create(data_from(&delta)).await?)),
             None if had_token => Ok(Commit::Clear),
             None => Ok(Commit::Unchanged),
         }

@@ -599,6 +599,16 @@ async fn empty_not_persisted(f: Arc<dyn BackendFactory>, _: Capabilities) -> Che
         c == Commit::Unchanged,
         "an empty new session produced {c:?}"
     );
+    // Removing keys from a session that does not exist yet leaves nothing to persist either.
+    let c = request(node, None, |s| async move {
+        s.remove("user");
+        Ok(())
+    })
+    .await?;
+    ensure!(
+        c == Commit::Unchanged,
+        "a removal-only new session produced {c:?}"
+    );
     ensure!(
         writes(&node.counters()) == writes(&before),
         "an empty session was persisted"
