@@ -57,7 +57,8 @@ pub struct NodeMetrics {
     pub bad_requests: Count,
     /// Same-key writes that lost to a concurrent write of another node.
     pub conflicts: Count,
-    /// Requests served from a backup because the owner was unreachable.
+    /// Requests served by a backup (from its own copy or by fetching from one) because the
+    /// owner was down or had lost the session.
     pub failovers: Count,
     /// Placements changed (new owner or backups).
     pub rehomes: Count,
@@ -500,20 +501,23 @@ impl InstantCopyNode {
         }
     }
 
-    /// Queues the sends and waits as `ack` says.
-    async fn replicate_at(
+    /// Queues the sends and waits for `need` durable acknowledgements (`None`: do not wait at
+    /// all). Destroy broadcasts (`notify`) are waited for within the same timeout but never
+    /// fail the write.
+    async fn replicate_need(
         &self,
-        ack: Ack,
+        need: Option<usize>,
         sends: Sends,
         needs_replica: bool,
     ) -> Result<(), SessionError> {
         let peers = &self.shared.peers;
-        if ack == Ack::Async {
+        let ack = self.shared.config.ack;
+        let Some(need) = need else {
             for (p, u) in sends.durable.into_iter().chain(sends.notify) {
                 peers.enqueue(&p, u, false).await;
             }
             return Ok(());
-        }
+        };
         if needs_replica && sends.durable.is_empty() {
             self.shared.metrics.ack_failures.inc();
             return Err(SessionError::Unavailable {
@@ -524,7 +528,7 @@ impl InstantCopyNode {
         }
         self.shared.metrics.acks_waited.inc();
         let mut durable: FuturesUnordered<oneshot::Receiver<Delivery>> = FuturesUnordered::new();
-        let wanted = sends.durable.len();
+        let need = need.min(sends.durable.len());
         for (p, u) in sends.durable {
             if let Some(rx) = peers.enqueue(&p, u, true).await {
                 durable.push(rx);
@@ -537,10 +541,6 @@ impl InstantCopyNode {
             }
         }
         let timeout = self.shared.config.ack_timeout;
-        let need = match ack {
-            Ack::One => 1.min(wanted),
-            _ => wanted,
-        };
         let waited = tokio::time::timeout(timeout, async {
             let mut ok = 0;
             while ok < need {
@@ -599,6 +599,12 @@ impl InstantCopyNode {
             || placement.backups.contains(&me)
     }
 
+    /// True when this node may serve and write `placement`'s session from its own copy: it is
+    /// a holder, or the owner is down and this node takes the session over.
+    fn may_serve(&self, placement: &Placement) -> bool {
+        self.holds(placement) || !self.shared.peers.is_up(placement.owner)
+    }
+
     /// This node's own copy, if it holds one that is live: record, placement, version.
     fn local_copy(&self, id: &SessionId, now: u64) -> Option<(Arc<SessionRecord>, Placement, u64)> {
         let copy = self.shared.store.read(id, |s| {
@@ -607,7 +613,7 @@ impl InstantCopyNode {
         if copy.0.is_expired(now) {
             return None;
         }
-        if !self.holds(&copy.1) {
+        if !self.may_serve(&copy.1) {
             // A leftover from a time this node held the session: not kept up to date any more.
             self.shared.store.remove(id);
             return None;
@@ -640,6 +646,88 @@ impl InstantCopyNode {
         }
     }
 
+    /// Replicates a write already applied to this node's copy of `id`: re-decides the placement
+    /// (a dead owner is taken over, dead backups are replaced), sends `delta` to holders that
+    /// already had the session (`had`) and the whole state to new ones, and waits as the ack
+    /// level says. When a replica turns out to be dead during the wait, the placement is decided
+    /// again and the whole state sent to the new holders (at most twice), so a write fails only
+    /// if no live replica can take it. Returns the placement, version and expiry to put in the
+    /// token.
+    async fn replicate_held(
+        &self,
+        id: SessionId,
+        delta: Option<&WireState>,
+        had: &[NodeId],
+    ) -> Result<(Placement, u64, u64), SessionError> {
+        let shared = &self.shared;
+        let me = shared.config.node_id;
+        let mut had = had.to_vec();
+        let mut attempt = 0;
+        loop {
+            let current = shared
+                .store
+                .read(&id, |s| s.placement().clone())
+                .ok_or(SessionError::Gone)?;
+            let new = match shared.config.replication {
+                Replication::Backups(k) => decide_placement(shared, &id, &current, k, true),
+                Replication::All if !shared.peers.is_up(current.owner) => Some(Placement {
+                    stamp: shared.clock.now(),
+                    owner: me,
+                    backups: Vec::new(),
+                }),
+                Replication::All => None,
+            };
+            let mut moved = None;
+            if let Some(p) = new {
+                shared.metrics.rehomes.inc();
+                if p.owner != current.owner {
+                    // The owner was down: this node took the session over.
+                    shared.metrics.failovers.inc();
+                }
+                moved = shared
+                    .store
+                    .update(&id, |s| s.set_placement(p))
+                    .and_then(|w| w.placement);
+            }
+            let Some((placement, full, version, expires_at)) = shared.store.read(&id, |s| {
+                (
+                    s.placement().clone(),
+                    s.to_wire_full(),
+                    s.version(),
+                    s.record().expires_at(),
+                )
+            }) else {
+                return Err(SessionError::Gone);
+            };
+            let targets = self.replicas(&placement);
+            let mut sends = Sends::default();
+            for p in &targets {
+                let update = match delta {
+                    Some(d)
+                        if shared.config.replication == Replication::All || had.contains(&p.id) =>
+                    {
+                        let mut d = d.clone();
+                        d.placement.clone_from(&moved);
+                        Update::State(d)
+                    }
+                    _ => Update::State(full.clone()),
+                };
+                sends.durable.push((p.clone(), update));
+            }
+            match self.replicate(sends, true).await {
+                Ok(()) => return Ok((placement, version, expires_at)),
+                Err(SessionError::Unavailable { .. })
+                    if attempt < 2 && targets.iter().any(|p| !p.is_up()) =>
+                {
+                    // A replica died under us: choose again and send the whole state.
+                    attempt += 1;
+                    had.clear();
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// This node's copy whatever its placement (after taking a session over).
     fn local_copy_any(&self, id: &SessionId) -> Option<(Arc<SessionRecord>, Placement, u64)> {
         self.shared.store.read(id, |s| {
@@ -669,11 +757,15 @@ impl InstantCopyNode {
         for p in self.replicas(&placement) {
             sends.durable.push((p, Update::State(w.clone())));
         }
-        let ack = match shared.config.ack {
-            Ack::All => Ack::All,
-            Ack::Async | Ack::One => Ack::One,
+        // This node keeps no copy, so it does not count: `one` needs two holders (no single
+        // crash loses the write), and even `async` waits for one (so the client's next read,
+        // wherever it lands, finds the write).
+        let need = match shared.config.ack {
+            Ack::Async => 1,
+            Ack::One => 2,
+            Ack::All => usize::MAX,
         };
-        self.replicate_at(ack, sends, true).await?;
+        self.replicate_need(Some(need), sends, true).await?;
         shared.counters.saved();
         Ok(Saved {
             token: self.token(&loaded.record.id, &placement, stamp.time.max(route.version))?,
@@ -736,10 +828,15 @@ impl InstantCopyNode {
         }
     }
 
-    /// Waits for replica acknowledgements as `ack` says.
+    /// Replicates a write made on a holder: `ack = one` needs one replica besides this node,
+    /// `all` every replica.
     async fn replicate(&self, sends: Sends, needs_replica: bool) -> Result<(), SessionError> {
-        self.replicate_at(self.shared.config.ack, sends, needs_replica)
-            .await
+        let need = match self.shared.config.ack {
+            Ack::Async => None,
+            Ack::One => Some(1),
+            Ack::All => Some(usize::MAX),
+        };
+        self.replicate_need(need, sends, needs_replica).await
     }
 }
 
@@ -776,6 +873,10 @@ impl SessionBackend for InstantCopyNode {
         let rotated = verified.key_index > 0;
         if let Some(copy) = self.local_copy(&id, now_millis()) {
             if copy.2 >= route.version {
+                if copy.1.owner != shared.config.node_id && !shared.peers.is_up(copy.1.owner) {
+                    // A backup serving while the owner is down.
+                    shared.metrics.failovers.inc();
+                }
                 return Ok(Some(self.loaded_with(
                     token,
                     verified.routing,
@@ -846,27 +947,16 @@ impl SessionBackend for InstantCopyNode {
             owner: shared.config.node_id,
             backups: self.backups_for(&id),
         };
-        let state = SessionState::create(
-            id,
-            data,
-            &shared.policy,
-            now_millis(),
-            stamp,
-            placement.clone(),
-        );
-        let full = state.to_wire_full();
-        let version = state.version();
-        let expires_at = state.record().expires_at();
+        let state = SessionState::create(id, data, &shared.policy, now_millis(), stamp, placement);
         shared.store.insert(state);
-        let mut sends = Sends::default();
-        for p in self.replicas(&placement) {
-            sends.durable.push((p, Update::State(full.clone())));
-        }
-        if let Err(e) = self.replicate(sends, true).await {
-            // The client will not get a token: do not keep an unreachable session either.
-            shared.store.remove(&id);
-            return Err(e);
-        }
+        let (placement, version, expires_at) = match self.replicate_held(id, None, &[]).await {
+            Ok(x) => x,
+            Err(e) => {
+                // The client will not get a token: do not keep an unreachable session either.
+                shared.store.remove(&id);
+                return Err(e);
+            }
+        };
         shared.counters.created();
         Ok(Saved {
             token: self.token(&id, &placement, version)?,
@@ -881,7 +971,7 @@ impl SessionBackend for InstantCopyNode {
         if loaded.record.is_expired(now) {
             return Err(SessionError::Gone);
         }
-        match shared.store.read(&id, |s| self.holds(s.placement())) {
+        match shared.store.read(&id, |s| self.may_serve(s.placement())) {
             Some(true) => {}
             Some(false) => return self.save_remote(loaded, delta, now).await,
             // Holders always keep their copy: a missing one was destroyed or swept.
@@ -892,7 +982,6 @@ impl SessionBackend for InstantCopyNode {
             }
             None => return self.save_remote(loaded, delta, now).await,
         }
-        let me = shared.config.node_id;
         let stamp = shared.clock.now();
         let applied = shared.store.update(&id, |s| {
             if s.record().is_expired(now) {
@@ -901,44 +990,14 @@ impl SessionBackend for InstantCopyNode {
             let w = s.apply_local(delta, stamp, now, &shared.policy);
             Some((w, s.placement().clone()))
         });
-        let Some(Some((mut w, old))) = applied else {
-            return Err(SessionError::Gone);
-        };
-        let new = match shared.config.replication {
-            Replication::Backups(k) => decide_placement(shared, &id, &old, k, true),
-            Replication::All if !shared.peers.is_up(old.owner) => Some(Placement {
-                stamp: shared.clock.now(),
-                owner: me,
-                backups: Vec::new(),
-            }),
-            Replication::All => None,
-        };
-        if let Some(p) = &new {
-            shared.metrics.rehomes.inc();
-            if let Some(pw) = shared.store.update(&id, |s| s.set_placement(p.clone())) {
-                w.placement = pw.placement;
-            }
-        }
-        let placement = new.unwrap_or_else(|| old.clone());
-        let Some((full, version, expires_at)) = shared.store.read(&id, |s| {
-            (s.to_wire_full(), s.version(), s.record().expires_at())
-        }) else {
+        let Some(Some((w, old))) = applied else {
             return Err(SessionError::Gone);
         };
         let old_holders: Vec<NodeId> = std::iter::once(old.owner)
             .chain(old.backups.iter().copied())
             .collect();
-        let mut sends = Sends::default();
-        for p in self.replicas(&placement) {
-            let update =
-                if shared.config.replication == Replication::All || old_holders.contains(&p.id) {
-                    Update::State(w.clone())
-                } else {
-                    Update::State(full.clone())
-                };
-            sends.durable.push((p, update));
-        }
-        self.replicate(sends, true).await?;
+        let (placement, version, expires_at) =
+            self.replicate_held(id, Some(&w), &old_holders).await?;
         shared.counters.saved();
         Ok(Saved {
             token: self.token(&id, &placement, version)?,

@@ -377,8 +377,14 @@ impl Peers {
             .map(|(r, _)| r);
         if let Err(e) = &r {
             self.fetch_failures.inc();
-            if matches!(e, CallError::Unreachable(_)) {
-                self.suspect(peer);
+            match e {
+                // Refused outright (a crashed process): confirming costs one more refused
+                // connection, so do it now and let this request route around the dead peer.
+                CallError::Unreachable(inner) if inner.is_connect() => {
+                    self.confirm(peer).await;
+                }
+                CallError::Unreachable(_) => self.suspect(peer),
+                _ => {}
             }
         }
         r
@@ -419,8 +425,26 @@ impl Peers {
         }
     }
 
-    /// A call to `peer` failed: confirm with a direct probe at once, and declare it down if
-    /// that fails too (a second opinion, so one lost packet does not kill a peer).
+    /// A call to `peer` failed: confirm with a direct probe, and declare it down if that fails
+    /// too (a second opinion, so one lost packet does not kill a peer). Returns whether the peer
+    /// is still considered up.
+    pub async fn confirm(self: &Arc<Self>, peer: &Arc<Peer>) -> bool {
+        if !peer.is_up() {
+            return false;
+        }
+        if self.probe(peer).await {
+            return true;
+        }
+        peer.failures.store(self.threshold, Ordering::Relaxed);
+        if peer.up.swap(false, Ordering::AcqRel) {
+            tracing::warn!(peer = %peer.id, "peer is down (failed call confirmed by probe)");
+            peer.needs_resync.store(true, Ordering::Release);
+            let _ = self.events.send(PeerEvent::Down(peer.id));
+        }
+        false
+    }
+
+    /// [`confirm`](Peers::confirm) in the background.
     pub fn suspect(self: &Arc<Self>, peer: &Arc<Peer>) {
         if !peer.is_up() {
             return;
@@ -428,15 +452,7 @@ impl Peers {
         let this = self.clone();
         let peer = peer.clone();
         tokio::spawn(async move {
-            if !this.probe(&peer).await {
-                // The direct probe agrees: down now, without waiting for more heartbeats.
-                peer.failures.store(this.threshold, Ordering::Relaxed);
-                if peer.up.swap(false, Ordering::AcqRel) {
-                    tracing::warn!(peer = %peer.id, "peer is down (failed call confirmed by probe)");
-                    peer.needs_resync.store(true, Ordering::Release);
-                    let _ = this.events.send(PeerEvent::Down(peer.id));
-                }
-            }
+            this.confirm(&peer).await;
         });
     }
 
@@ -590,8 +606,13 @@ impl Peers {
                 tracing::debug!(peer = %peer.id, error = %e, "push failed");
                 peer.push_failures.inc();
                 peer.needs_resync.store(true, Ordering::Release);
-                if matches!(e, CallError::Unreachable(_)) {
-                    self.suspect(peer);
+                match &e {
+                    // Refused outright: confirm now, so waiting writers can route around it.
+                    CallError::Unreachable(inner) if inner.is_connect() => {
+                        self.confirm(peer).await;
+                    }
+                    CallError::Unreachable(_) => self.suspect(peer),
+                    _ => {}
                 }
                 Err(e)
             }
