@@ -83,6 +83,21 @@ MSG
   exit 1
 }
 
-# The Redis Cluster tests need a throwaway 3-master cluster; hooks filled in by the Redis backend.
-start_redis_cluster_if_needed() { :; }
-stop_redis_cluster() { :; }
+# The Redis Cluster tests start (and stop) their own throwaway 3-master cluster on free loopback
+# ports with redis-server --cluster-enabled yes and redis-cli --cluster create, unless
+# REDIS_CLUSTER_NODES names an existing cluster. Check for the tools up front.
+check_redis_cluster_tools() {
+  if [ -n "${REDIS_CLUSTER_NODES:-}" ]; then
+    echo "redis cluster: using REDIS_CLUSTER_NODES=$REDIS_CLUSTER_NODES"
+    return 0
+  fi
+  if command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1; then
+    echo "redis cluster: tests start their own 3-master cluster on loopback ports"
+    return 0
+  fi
+  cat >&2 <<MSG
+error: the Redis Cluster tests need redis-server and redis-cli on PATH (Debian: apt-get install
+  redis-server), or REDIS_CLUSTER_NODES pointing at an existing cluster (comma-separated host:port).
+MSG
+  exit 1
+}

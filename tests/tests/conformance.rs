@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use backend_instantcopy::testing::InstantCopyFactory;
 use backend_instantcopy::{Ack, Replication};
-use session_core::testing::{BackendFactory, MemoryFactory, run};
+use session_core::testing::{BackendFactory, MemoryFactory, redis_url, run};
 
 async fn suite(factory: impl BackendFactory) {
     let report = run(Arc::new(factory)).await;
@@ -47,4 +47,27 @@ async fn instantcopy_three_nodes_k1_ack_one() {
         ack: Ack::One,
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookie_sealed() {
+    suite(backend_cookie::testing::CookieFactory::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_single_server() {
+    suite(backend_redis::testing::RedisFactory::single(redis_url())).await;
+}
+
+/// Starts a throwaway 3-master Redis Cluster on loopback ports (or uses `REDIS_CLUSTER_NODES`),
+/// runs the suite against it, and stops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster() {
+    let factory = tokio::task::spawn_blocking(
+        backend_redis::testing::RedisFactory::cluster_from_env_or_start,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    suite(factory).await;
 }
