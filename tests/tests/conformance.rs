@@ -71,3 +71,13 @@ async fn redis_cluster() {
     .unwrap();
     suite(factory).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_postgres() {
+    suite(backend_sql::testing::PostgresFactory::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_sqlite() {
+    suite(backend_sql::testing::SqliteFactory::new().unwrap()).await;
+}
