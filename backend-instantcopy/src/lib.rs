@@ -59,8 +59,10 @@
 //! stamp wins on every node and the loser is counted in `conflicts_total`.
 //!
 //! **Destroy and id cycling** are broadcast to every live member (any node may hold a fetched
-//! copy) and remembered as tombstones; a peer that was unreachable is sent the live tombstones
-//! when it answers again.
+//! copy) and remembered as tombstones. Whatever the ack level, the response waits (up to
+//! `ack_timeout`) until every live node has dropped the old id, so a logout or a login's id
+//! cycle is effective everywhere when the client sees it; a peer that was unreachable is sent
+//! the live tombstones when it answers again.
 //!
 //! **Failover and repair.** A peer is probed every `heartbeat_interval`; after
 //! `failure_threshold` failed probes, or one failed call confirmed by a direct probe, it is

@@ -501,9 +501,9 @@ impl InstantCopyNode {
         }
     }
 
-    /// Queues the sends and waits for `need` durable acknowledgements (`None`: do not wait at
-    /// all). Destroy broadcasts (`notify`) are waited for within the same timeout but never
-    /// fail the write.
+    /// Queues the sends and waits for `need` durable acknowledgements (`None`: do not wait for
+    /// them). Destroy broadcasts (`notify`) are always waited for, within the ack timeout, but
+    /// never fail the write (a peer that misses one gets it when it answers again).
     async fn replicate_need(
         &self,
         need: Option<usize>,
@@ -513,9 +513,21 @@ impl InstantCopyNode {
         let peers = &self.shared.peers;
         let ack = self.shared.config.ack;
         let Some(need) = need else {
-            for (p, u) in sends.durable.into_iter().chain(sends.notify) {
+            for (p, u) in sends.durable {
                 peers.enqueue(&p, u, false).await;
             }
+            // Destroys are waited for even with `ack = async`: a logout or login must kill the
+            // old id on every live node before the response says it did.
+            let mut notify: FuturesUnordered<oneshot::Receiver<Delivery>> = FuturesUnordered::new();
+            for (p, u) in sends.notify {
+                if let Some(rx) = peers.enqueue(&p, u, true).await {
+                    notify.push(rx);
+                }
+            }
+            let _ = tokio::time::timeout(self.shared.config.ack_timeout, async {
+                while notify.next().await.is_some() {}
+            })
+            .await;
             return Ok(());
         };
         if needs_replica && sends.durable.is_empty() {
@@ -1230,9 +1242,10 @@ impl SessionBackend for InstantCopyNode {
                 .with_label("peer", id),
             );
         }
-        extra.extend(s.peers.lag.metrics(
+        extra.push(Metric::histogram(
             "replication_lag_seconds",
             "Time from queuing an update to the replica's acknowledgement",
+            &s.peers.lag,
         ));
         s.counters.snapshot(extra)
     }

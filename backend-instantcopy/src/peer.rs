@@ -14,13 +14,14 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, NodeId};
-use crate::metrics::{Count, Histogram};
+use crate::metrics::Count;
 use crate::state::WireState;
 use crate::store::Store;
 use crate::wire::{
     self, CONTENT_TYPE, FetchRequest, FetchResponse, HDR_FROM, HDR_TIME, PATH_FETCH, PATH_PING,
     PATH_PUSH, PeerSeal, Pong, PushAck, PushBatch, Update,
 };
+use session_core::Histogram;
 
 /// Why a call to a peer failed.
 #[derive(Debug, thiserror::Error)]

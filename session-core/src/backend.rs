@@ -63,13 +63,15 @@ pub trait SessionBackend: Send + Sync + 'static {
     async fn shutdown(&self) {}
 }
 
-/// Whether a [`Metric`] only grows or can go up and down.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What kind of value a [`Metric`] is.
+#[derive(Debug, Clone, PartialEq)]
 pub enum MetricKind {
     /// Monotonic total.
     Counter,
     /// Current level (sessions held, peers online).
     Gauge,
+    /// A latency distribution (the metric's `value` is its count).
+    Histogram(crate::HistogramSnapshot),
 }
 
 /// One backend-specific metric, ready to be exported (for example as Prometheus text).
@@ -107,6 +109,18 @@ impl Metric {
             kind: MetricKind::Gauge,
             labels: Vec::new(),
             value,
+        }
+    }
+
+    /// A histogram of latencies.
+    pub fn histogram(name: &'static str, help: &'static str, h: &crate::Histogram) -> Self {
+        let snap = h.snapshot();
+        Metric {
+            name: name.into(),
+            help: help.into(),
+            value: snap.count as f64,
+            kind: MetricKind::Histogram(snap),
+            labels: Vec::new(),
         }
     }
 

@@ -60,6 +60,7 @@
 mod backend;
 mod error;
 mod expiry;
+mod histogram;
 mod id;
 mod keys;
 #[cfg(feature = "axum")]
@@ -74,6 +75,7 @@ mod token;
 pub use backend::{CoreCounters, Counters, Metric, MetricKind, SessionBackend};
 pub use error::{BoxError, SessionError, TokenError};
 pub use expiry::{ExpiryPolicy, PolicyError};
+pub use histogram::{Histogram, HistogramSnapshot};
 pub use id::{SESSION_ID_LEN, SessionId, fill_random};
 pub use keys::{KeyError, KeyRing, MIN_SECRET_LEN, Secret};
 #[cfg(feature = "axum")]
