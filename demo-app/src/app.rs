@@ -1,0 +1,324 @@
+//! The demo's HTTP contract: login, profile (read-only), cart, logout, metrics, health and a
+//! status page. Every route works on every backend.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use session_core::{Session, SessionError, SessionLayer};
+
+use crate::backends::Backend;
+use crate::config::DemoConfig;
+use crate::metrics::HttpMetrics;
+use crate::status;
+
+/// Prefix of the session keys that hold cart lines (one key per SKU, so two tabs adding
+/// different items concurrently both win: each is its own delta).
+pub const CART_PREFIX: &str = "cart.";
+/// Largest quantity of one SKU.
+pub const MAX_QTY: u32 = 1000;
+
+/// Shared state of one node.
+#[derive(Debug)]
+pub struct AppState {
+    /// This node's id.
+    pub node_id: u16,
+    /// The backend.
+    pub backend: Backend,
+    /// Request metrics.
+    pub metrics: HttpMetrics,
+    /// When the node started.
+    pub started: Instant,
+}
+
+/// An error answered as JSON `{"error": "..."}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    /// A 400 with a message.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
+    }
+
+    fn unauthorized() -> Self {
+        ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            message: "not logged in".into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+impl From<SessionError> for ApiError {
+    fn from(e: SessionError) -> Self {
+        // Keep the layer's mapping (opaque 500, clear messages for too-large and gone), as JSON.
+        let status = e.into_response().status();
+        let message = match status {
+            StatusCode::INTERNAL_SERVER_ERROR => "internal error".to_string(),
+            StatusCode::CONFLICT => "the session expired during the request".to_string(),
+            other => other.canonical_reason().unwrap_or("error").to_string(),
+        };
+        ApiError { status, message }
+    }
+}
+
+/// A JSON body whose problems are 400/413 JSON errors (axum's own rejections are plain text
+/// and use 422 for missing fields).
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            let status = e.status();
+            ApiError {
+                status: if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    status
+                } else {
+                    StatusCode::BAD_REQUEST
+                },
+                message: e.body_text(),
+            }
+        })?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    }
+}
+
+/// Builds the app for a started backend.
+pub fn router(config: &DemoConfig, backend: Backend) -> (Router, Arc<AppState>) {
+    let state = Arc::new(AppState {
+        node_id: config.node_id,
+        metrics: HttpMetrics::new(),
+        started: Instant::now(),
+        backend,
+    });
+    let layer = SessionLayer::with_config(state.backend.session.clone(), config.layer_config());
+    let app = Router::new()
+        .route("/login", post(login))
+        .route("/profile", get(profile))
+        .route("/cart", get(cart))
+        .route("/cart/items", post(add_item))
+        .route("/cart/items/{sku}", delete(remove_item))
+        .route("/logout", post(logout))
+        .layer(layer)
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/status.json", get(status_json))
+        .route("/", get(status_page))
+        .fallback(|| async {
+            ApiError {
+                status: StatusCode::NOT_FOUND,
+                message: "no such route".into(),
+            }
+        })
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .with_state(state.clone());
+    (app, state)
+}
+
+/// Records each request's latency under its route template.
+async fn track(
+    State(state): State<Arc<AppState>>,
+    matched: Option<MatchedPath>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let route = matched.as_ref().map_or("other", |m| m.as_str()).to_owned();
+    let start = Instant::now();
+    let res = next.run(req).await;
+    state
+        .metrics
+        .record(&route, res.status().as_u16(), start.elapsed());
+    res
+}
+
+#[derive(Deserialize)]
+struct Login {
+    user: String,
+}
+
+#[derive(Deserialize)]
+struct AddItem {
+    sku: String,
+    qty: u32,
+}
+
+fn valid_user(user: &str) -> Result<(), ApiError> {
+    if user.is_empty() || user.chars().count() > 64 || user.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "user must be 1 to 64 characters without control characters",
+        ));
+    }
+    Ok(())
+}
+
+fn valid_sku(sku: &str) -> Result<(), ApiError> {
+    if sku.is_empty()
+        || sku.len() > 64
+        || !sku
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(ApiError::bad_request(
+            "sku must be 1 to 64 ASCII letters, digits, `-` or `_`",
+        ));
+    }
+    Ok(())
+}
+
+async fn user(session: &Session) -> Result<String, ApiError> {
+    session
+        .get::<String>("user")
+        .await?
+        .ok_or_else(ApiError::unauthorized)
+}
+
+async fn cart_lines(session: &Session) -> Result<BTreeMap<String, u32>, ApiError> {
+    let mut lines = BTreeMap::new();
+    for key in session.keys().await? {
+        if let Some(sku) = key.strip_prefix(CART_PREFIX)
+            && let Some(qty) = session.get::<u32>(&key).await?
+        {
+            lines.insert(sku.to_owned(), qty);
+        }
+    }
+    Ok(lines)
+}
+
+async fn cart_json(state: &AppState, session: &Session) -> Result<Json<Value>, ApiError> {
+    let user = user(session).await?;
+    let items = cart_lines(session).await?;
+    Ok(Json(
+        json!({ "user": user, "node": state.node_id, "items": items }),
+    ))
+}
+
+/// `POST /login {"user": "..."}`: stores the user and cycles the session id (fixation defence).
+async fn login(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    JsonBody(req): JsonBody<Login>,
+) -> Result<Json<Value>, ApiError> {
+    valid_user(&req.user)?;
+    session.insert("user", &req.user)?;
+    session.cycle_id();
+    Ok(Json(json!({ "user": req.user, "node": state.node_id })))
+}
+
+/// `GET /profile`: read-only; never writes the session.
+async fn profile(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+) -> Result<Json<Value>, ApiError> {
+    let user = user(&session).await?;
+    let cart_items = session
+        .keys()
+        .await?
+        .iter()
+        .filter(|k| k.starts_with(CART_PREFIX))
+        .count();
+    Ok(Json(
+        json!({ "user": user, "node": state.node_id, "cart_items": cart_items }),
+    ))
+}
+
+/// `GET /cart`.
+async fn cart(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+) -> Result<Json<Value>, ApiError> {
+    cart_json(&state, &session).await
+}
+
+/// `POST /cart/items {"sku": "...", "qty": n}`: adds `qty` of `sku`.
+async fn add_item(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    JsonBody(req): JsonBody<AddItem>,
+) -> Result<Json<Value>, ApiError> {
+    valid_sku(&req.sku)?;
+    if req.qty == 0 || req.qty > MAX_QTY {
+        return Err(ApiError::bad_request(format!("qty must be 1 to {MAX_QTY}")));
+    }
+    user(&session).await?;
+    let key = format!("{CART_PREFIX}{}", req.sku);
+    let have = session.get::<u32>(&key).await?.unwrap_or(0);
+    session.insert(&key, &have.saturating_add(req.qty).min(MAX_QTY))?;
+    cart_json(&state, &session).await
+}
+
+/// `DELETE /cart/items/{sku}`.
+async fn remove_item(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Path(sku): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    valid_sku(&sku)?;
+    user(&session).await?;
+    session.remove(&format!("{CART_PREFIX}{sku}"));
+    cart_json(&state, &session).await
+}
+
+/// `POST /logout`: destroys the session on every node.
+async fn logout(session: Session) -> StatusCode {
+    session.destroy();
+    StatusCode::NO_CONTENT
+}
+
+async fn healthz(State(state): State<Arc<AppState>>) -> Json<Value> {
+    Json(
+        json!({ "status": "ok", "node": state.node_id, "backend": state.backend.session.scheme() }),
+    )
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    match crate::metrics::render(&state) {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "encoding metrics failed");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+async fn status_json(State(state): State<Arc<AppState>>) -> Json<Value> {
+    Json(status::snapshot(&state))
+}
+
+async fn status_page(State(state): State<Arc<AppState>>) -> Html<String> {
+    Html(status::page(&state))
+}

@@ -1,0 +1,369 @@
+//! A local cluster of real node processes on free loopback ports (`demo-app cluster`, the
+//! `compare` mode and the multi-node tests).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use backend_instantcopy::{Ack, Replication};
+use tokio::process::{Child, Command};
+
+use crate::config::BackendKind;
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    /// Number of nodes (ids 1..=nodes).
+    pub nodes: usize,
+    /// The backend every node runs.
+    pub backend: BackendKind,
+    /// Instant copy: replication.
+    pub replication: Replication,
+    /// Instant copy: ack level.
+    pub ack: Ack,
+    /// SQL: database URL (otherwise `DATABASE_URL` or the config file's).
+    pub database_url: Option<String>,
+    /// SQL: schema to use (isolates a run).
+    pub sql_schema: Option<String>,
+    /// Redis: server URL (otherwise `REDIS_URL` or the config file's).
+    pub redis_url: Option<String>,
+    /// Redis: key prefix (isolates a run).
+    pub redis_prefix: Option<String>,
+    /// A base configuration file for every node.
+    pub config_file: Option<PathBuf>,
+    /// Session idle timeout override (e.g. short for soak tests).
+    pub idle_timeout: Option<Duration>,
+    /// Log filter for the nodes.
+    pub log: String,
+    /// Forward the nodes' logs to this process's stderr (otherwise they are discarded).
+    pub show_logs: bool,
+}
+
+impl ClusterSpec {
+    /// `nodes` nodes of `backend` with defaults for everything else (instant copy: all/async).
+    pub fn new(nodes: usize, backend: BackendKind) -> Self {
+        ClusterSpec {
+            nodes,
+            backend,
+            replication: Replication::All,
+            ack: Ack::Async,
+            database_url: None,
+            sql_schema: None,
+            redis_url: None,
+            redis_prefix: None,
+            config_file: None,
+            idle_timeout: None,
+            log: "warn".into(),
+            show_logs: false,
+        }
+    }
+}
+
+/// Why a cluster could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// Spawning or port allocation failed.
+    #[error("cannot start node {node}: {source}")]
+    Spawn {
+        /// The node id.
+        node: u16,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A node did not answer `/healthz` in time (it may have exited; its log says why).
+    #[error("node {node} did not become ready within {secs} s{exit}")]
+    NotReady {
+        /// The node id.
+        node: u16,
+        /// How long we waited.
+        secs: u64,
+        /// The exit status, if it exited.
+        exit: String,
+    },
+    /// A request-level problem.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// One node process.
+#[derive(Debug)]
+pub struct NodeProcess {
+    /// Node id.
+    pub id: u16,
+    /// The app's base URL, `http://127.0.0.1:port`.
+    pub url: String,
+    /// The cluster port (instant copy only).
+    pub cluster_addr: Option<SocketAddr>,
+    child: Option<Child>,
+    env: Vec<(String, String)>,
+}
+
+impl NodeProcess {
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+}
+
+/// N node processes. Dropping it kills every node it started.
+#[derive(Debug)]
+pub struct LocalCluster {
+    /// The nodes, in id order.
+    pub nodes: Vec<NodeProcess>,
+    binary: PathBuf,
+    config_file: Option<PathBuf>,
+    show_logs: bool,
+}
+
+fn free_addr() -> std::io::Result<SocketAddr> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    l.local_addr()
+}
+
+/// A fresh random cluster secret (48 random bytes, URL-safe base64).
+pub fn random_secret() -> String {
+    let mut b = [0u8; 48];
+    session_core::fill_random(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl LocalCluster {
+    /// Spawns the nodes of `spec` from `binary` (the demo-app executable) and waits until every
+    /// node answers `/healthz`.
+    pub async fn start(binary: &Path, spec: &ClusterSpec) -> Result<Self, ClusterError> {
+        let secret = random_secret();
+        let spawn_err = |node: u16| move |source| ClusterError::Spawn { node, source };
+        let mut apps = Vec::new();
+        let mut clusters = Vec::new();
+        for i in 1..=spec.nodes as u16 {
+            apps.push(free_addr().map_err(spawn_err(i))?);
+            clusters.push(free_addr().map_err(spawn_err(i))?);
+        }
+        let members: Vec<String> = clusters
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("{{id={}, addr=\"{a}\"}}", i + 1))
+            .collect();
+        let members = format!("[{}]", members.join(", "));
+        let mut nodes = Vec::new();
+        for i in 0..spec.nodes {
+            let id = i as u16 + 1;
+            let mut env: Vec<(String, String)> = vec![
+                ("DEMO_NODE_ID".into(), id.to_string()),
+                ("DEMO_APP_ADDR".into(), apps[i].to_string()),
+                ("DEMO_DEV".into(), "false".into()),
+                ("DEMO_SESSION__SECURE".into(), "false".into()),
+                ("DEMO_LOG".into(), spec.log.clone()),
+                ("SESSION_SECRET".into(), secret.clone()),
+                ("DEMO_BACKEND__KIND".into(), spec.backend.as_str().into()),
+            ];
+            if let Some(t) = spec.idle_timeout {
+                env.push((
+                    "DEMO_SESSION__IDLE_TIMEOUT".into(),
+                    format!("{}ms", t.as_millis()),
+                ));
+            }
+            match spec.backend {
+                BackendKind::Instantcopy => {
+                    env.push((
+                        "DEMO_BACKEND__INSTANTCOPY__CLUSTER_ADDR".into(),
+                        clusters[i].to_string(),
+                    ));
+                    env.push(("DEMO_BACKEND__INSTANTCOPY__MEMBERS".into(), members.clone()));
+                    env.push((
+                        "DEMO_BACKEND__INSTANTCOPY__REPLICATION".into(),
+                        match spec.replication {
+                            Replication::All => "\"all\"".into(),
+                            Replication::Backups(k) => k.to_string(),
+                        },
+                    ));
+                    env.push((
+                        "DEMO_BACKEND__INSTANTCOPY__ACK".into(),
+                        spec.ack.to_string(),
+                    ));
+                }
+                BackendKind::Sql => {
+                    if let Some(u) = &spec.database_url {
+                        env.push(("DEMO_BACKEND__SQL__URL".into(), u.clone()));
+                    }
+                    if let Some(s) = &spec.sql_schema {
+                        env.push(("DEMO_BACKEND__SQL__SCHEMA".into(), s.clone()));
+                    }
+                }
+                BackendKind::Redis => {
+                    if let Some(u) = &spec.redis_url {
+                        env.push(("DEMO_BACKEND__REDIS__URL".into(), u.clone()));
+                    }
+                    if let Some(p) = &spec.redis_prefix {
+                        env.push(("DEMO_BACKEND__REDIS__KEY_PREFIX".into(), p.clone()));
+                    }
+                }
+                BackendKind::Cookie => {}
+            }
+            nodes.push(NodeProcess {
+                id,
+                url: format!("http://{}", apps[i]),
+                cluster_addr: (spec.backend == BackendKind::Instantcopy).then_some(clusters[i]),
+                child: None,
+                env,
+            });
+        }
+        let mut cluster = LocalCluster {
+            nodes,
+            binary: binary.to_path_buf(),
+            config_file: spec.config_file.clone(),
+            show_logs: spec.show_logs,
+        };
+        for i in 0..cluster.nodes.len() {
+            cluster.spawn(i)?;
+        }
+        cluster.wait_ready(Duration::from_secs(60)).await?;
+        Ok(cluster)
+    }
+
+    fn spawn(&mut self, i: usize) -> Result<(), ClusterError> {
+        let node = &mut self.nodes[i];
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg("serve");
+        if let Some(f) = &self.config_file {
+            cmd.arg("--config").arg(f);
+        }
+        cmd.envs(node.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(if self.show_logs {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .kill_on_drop(true);
+        let child = cmd.spawn().map_err(|source| ClusterError::Spawn {
+            node: node.id,
+            source,
+        })?;
+        node.child = Some(child);
+        Ok(())
+    }
+
+    /// Waits until every running node answers `/healthz` and sees every other running node as
+    /// up (instant copy). Nodes killed on purpose are not waited for.
+    pub async fn wait_ready(&mut self, timeout: Duration) -> Result<(), ClusterError> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .no_proxy()
+            .build()
+            .map_err(|e| ClusterError::Other(e.to_string()))?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let running: Vec<u16> = self
+            .nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.id)
+            .collect();
+        for node in &mut self.nodes {
+            let Some(child) = node.child.as_mut() else {
+                continue;
+            };
+            loop {
+                let ok = client
+                    .get(format!("{}/healthz", node.url))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                if ok && all_peers_up(&client, &node.url, &running).await {
+                    break;
+                }
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(ClusterError::NotReady {
+                        node: node.id,
+                        secs: timeout.as_secs(),
+                        exit: format!(" (it exited with {status}; run with logs to see why)"),
+                    });
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(ClusterError::NotReady {
+                        node: node.id,
+                        secs: timeout.as_secs(),
+                        exit: String::new(),
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// The app URLs of the nodes.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.url.clone()).collect()
+    }
+
+    /// Crashes node `i` (0-based) with SIGKILL: no flush, no goodbye.
+    pub async fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+    }
+
+    /// Starts node `i` again with the same ports and settings (empty memory) and waits for it.
+    pub async fn restart(&mut self, i: usize) -> Result<(), ClusterError> {
+        self.kill(i).await;
+        self.spawn(i)?;
+        self.wait_ready(Duration::from_secs(60)).await
+    }
+
+    /// Stops every node gracefully (SIGTERM, so instant-copy nodes flush their pushes), killing
+    /// any that has not exited after `grace`.
+    pub async fn stop(&mut self, grace: Duration) {
+        for node in &mut self.nodes {
+            if let Some(pid) = node.pid() {
+                terminate(pid);
+            }
+        }
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                if tokio::time::timeout(grace, child.wait()).await.is_err() {
+                    let _ = child.start_kill();
+                    let _ = child.wait().await;
+                }
+            }
+        }
+    }
+}
+
+/// True when the node's status lists no peer that is down (instant-copy nodes probe their
+/// peers; a node that just started into a starting cluster needs a heartbeat to see them).
+async fn all_peers_up(client: &reqwest::Client, url: &str, running: &[u16]) -> bool {
+    let Ok(res) = client.get(format!("{url}/status.json")).send().await else {
+        return false;
+    };
+    let Ok(status) = res.json::<serde_json::Value>().await else {
+        return false;
+    };
+    status["peers"].as_array().is_some_and(|peers| {
+        peers.iter().all(|p| {
+            p["up"].as_bool() == Some(true)
+                || !p["id"]
+                    .as_u64()
+                    .is_some_and(|id| running.contains(&(id as u16)))
+        })
+    })
+}
+
+/// Sends SIGTERM to a process this cluster started (it then flushes and exits).
+fn terminate(pid: u32) {
+    #[cfg(unix)]
+    {
+        use nix::sys::signal::{Signal, kill};
+        use nix::unistd::Pid;
+        if let Ok(pid) = i32::try_from(pid) {
+            // Fails only if the process already exited.
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = pid;
+}

@@ -1,0 +1,283 @@
+//! The demo's HTTP contract on real multi-node clusters of real processes, for every backend:
+//! login on node 1, profile on node 2, cart on node 3, logout on node 2 → 401 everywhere.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed test
+
+use std::path::Path;
+use std::time::Duration;
+
+use backend_instantcopy::{Ack, Replication};
+use demo_app::cluster::{ClusterSpec, LocalCluster};
+use demo_app::config::BackendKind;
+use serde_json::{Value, json};
+use session_core::testing::{database_url, redis_url, unique_name};
+
+fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_demo-app"))
+}
+
+/// A browser-like client that keeps one session token (as a cookie jar would).
+struct User {
+    http: reqwest::Client,
+    token: Option<String>,
+}
+
+impl User {
+    fn new() -> Self {
+        User {
+            http: reqwest::Client::builder().no_proxy().build().unwrap(),
+            token: None,
+        }
+    }
+
+    async fn send(&mut self, method: &str, url: String, body: Option<Value>) -> (u16, Value) {
+        let mut req = self.http.request(method.parse().unwrap(), &url);
+        if let Some(t) = &self.token {
+            req = req.header("cookie", format!("sid={t}"));
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        for c in res.headers().get_all("set-cookie") {
+            let c = c.to_str().unwrap();
+            let value = c.split(';').next().unwrap().split_once('=').unwrap().1;
+            self.token = if c.contains("Max-Age=0") || value.is_empty() {
+                None
+            } else {
+                Some(value.to_owned())
+            };
+        }
+        let text = res.text().await.unwrap();
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        (status, json)
+    }
+}
+
+/// Runs the cross-node flow on a started cluster (needs at least 3 nodes). `server_side`:
+/// whether the backend can revoke a copied token (the sealed cookie cannot: documented).
+async fn cross_node_flow(c: &LocalCluster, server_side: bool) {
+    let u = c.urls();
+    let mut alice = User::new();
+    let (s, body) = alice
+        .send(
+            "POST",
+            format!("{}/login", u[0]),
+            Some(json!({"user": "alice"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["user"], "alice");
+    assert_eq!(body["node"], 1);
+    let first_token = alice.token.clone().expect("login sets a session cookie");
+
+    let (s, body) = alice.send("GET", format!("{}/profile", u[1]), None).await;
+    assert_eq!(
+        (s, body["user"].clone(), body["node"].clone()),
+        (200, json!("alice"), json!(2))
+    );
+
+    let (s, body) = alice
+        .send(
+            "POST",
+            format!("{}/cart/items", u[2]),
+            Some(json!({"sku": "book-1", "qty": 2})),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["items"]["book-1"], 2);
+    let (s, body) = alice
+        .send(
+            "POST",
+            format!("{}/cart/items", u[1]),
+            Some(json!({"sku": "pen", "qty": 1})),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let (s, body) = alice.send("GET", format!("{}/cart", u[0]), None).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        body["items"],
+        json!({"book-1": 2, "pen": 1}),
+        "node 1 sees writes from 2 and 3"
+    );
+
+    let (s, body) = alice
+        .send("DELETE", format!("{}/cart/items/pen", u[2]), None)
+        .await;
+    assert_eq!((s, body["items"].clone()), (200, json!({"book-1": 2})));
+    let (_, body) = alice.send("GET", format!("{}/profile", u[0]), None).await;
+    assert_eq!(body["cart_items"], 1);
+
+    let token = alice.token.clone().unwrap();
+    let (s, _) = alice.send("POST", format!("{}/logout", u[1]), None).await;
+    assert_eq!(s, 204);
+    assert!(alice.token.is_none(), "logout clears the cookie");
+    for url in &u {
+        let (s, _) = alice.send("GET", format!("{url}/profile"), None).await;
+        assert_eq!(s, 401, "{url}: still logged in after logout");
+    }
+    if !server_side {
+        return;
+    }
+    // A copy of the token kept from before logout is dead on every node, and so is the token
+    // from before login's id cycle (session fixation).
+    for url in &u {
+        for old in [&token, &first_token] {
+            let mut thief = User::new();
+            thief.token = Some(old.clone());
+            let (s, _) = thief.send("GET", format!("{url}/profile"), None).await;
+            assert_eq!(s, 401, "{url}: an old token still works");
+        }
+    }
+}
+
+/// Garbage, missing fields, oversized bodies, unknown routes: JSON 4xx, never 5xx.
+async fn bad_input(c: &LocalCluster) {
+    let url = &c.urls()[0];
+    let mut u = User::new();
+    u.send("POST", format!("{url}/login"), Some(json!({"user": "bob"})))
+        .await;
+    let http = reqwest::Client::new();
+    let cookie = format!("sid={}", u.token.clone().unwrap());
+    let cases: Vec<(&str, String, Vec<u8>, u16)> = vec![
+        ("POST", "/login".into(), b"not json".to_vec(), 400),
+        ("POST", "/login".into(), b"{}".to_vec(), 400),
+        ("POST", "/login".into(), br#"{"user": ""}"#.to_vec(), 400),
+        (
+            "POST",
+            "/cart/items".into(),
+            br#"{"sku": "x"}"#.to_vec(),
+            400,
+        ),
+        (
+            "POST",
+            "/cart/items".into(),
+            br#"{"sku": "../etc", "qty": 1}"#.to_vec(),
+            400,
+        ),
+        (
+            "POST",
+            "/cart/items".into(),
+            br#"{"sku": "x", "qty": 0}"#.to_vec(),
+            400,
+        ),
+        (
+            "POST",
+            "/cart/items".into(),
+            br#"{"sku": "x", "qty": -1}"#.to_vec(),
+            400,
+        ),
+        ("POST", "/cart/items".into(), vec![b'['; 100_000], 413),
+        ("GET", "/nope".into(), vec![], 404),
+    ];
+    for (method, path, body, want) in cases {
+        let res = http
+            .request(method.parse().unwrap(), format!("{url}{path}"))
+            .header("cookie", &cookie)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), want, "{method} {path}");
+        let v: Value = res.json().await.unwrap();
+        assert!(
+            v["error"].is_string(),
+            "{method} {path}: JSON error body, got {v}"
+        );
+    }
+    // Forged and garbage cookies: no session (401 on profile), never a 500.
+    for token in ["garbage", "AAAA", &"A".repeat(5000), "ключ"] {
+        let res = http
+            .get(format!("{url}/profile"))
+            .header("cookie", format!("sid={token}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 401);
+    }
+    // Not logged in: 401.
+    let res = http.get(format!("{url}/cart")).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 401);
+}
+
+/// The metric names the README promises.
+async fn metrics_contract(c: &LocalCluster) {
+    let text = reqwest::get(format!("{}/metrics", c.urls()[0]))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "session_network_calls_total",
+        "session_db_calls_total",
+        "session_client_bytes_sum",
+        "session_client_bytes_count",
+        "http_request_duration_seconds_bucket{",
+        "route=\"/profile\"}",
+        "http_requests_total{",
+    ] {
+        assert!(text.contains(name), "/metrics lacks {name}");
+    }
+    let health: Value = reqwest::get(format!("{}/healthz", c.urls()[0]))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+}
+
+async fn full(spec: ClusterSpec) -> LocalCluster {
+    let server_side = spec.backend != BackendKind::Cookie;
+    let mut c = LocalCluster::start(binary(), &spec).await.unwrap();
+    cross_node_flow(&c, server_side).await;
+    bad_input(&c).await;
+    metrics_contract(&c).await;
+    c.stop(Duration::from_secs(10)).await;
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instantcopy_all_three_nodes() {
+    full(ClusterSpec::new(3, BackendKind::Instantcopy)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instantcopy_one_backup_ack_one() {
+    let mut spec = ClusterSpec::new(3, BackendKind::Instantcopy);
+    spec.replication = Replication::Backups(1);
+    spec.ack = Ack::One;
+    full(spec).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookie_three_nodes() {
+    full(ClusterSpec::new(3, BackendKind::Cookie)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_three_nodes() {
+    let prefix = format!("{}:", unique_name("demo"));
+    let mut spec = ClusterSpec::new(3, BackendKind::Redis);
+    spec.redis_url = Some(redis_url());
+    spec.redis_prefix = Some(prefix.clone());
+    full(spec).await;
+    let config = backend_redis::RedisConfig::single(redis_url()).with_key_prefix(prefix);
+    backend_redis::testing::delete_prefix(&config)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_postgres_three_nodes() {
+    let schema = backend_sql::testing::PgTestSchema::new(database_url(), "demo");
+    schema.create().await.unwrap();
+    let mut spec = ClusterSpec::new(3, BackendKind::Sql);
+    spec.database_url = Some(database_url());
+    spec.sql_schema = Some(schema.name().to_owned());
+    full(spec).await;
+    schema.drop_now().await.unwrap();
+}
