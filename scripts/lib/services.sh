@@ -101,3 +101,19 @@ error: the Redis Cluster tests need redis-server and redis-cli on PATH (Debian: 
 MSG
   exit 1
 }
+
+# The status-page test renders the demo's page in headless Chromium.
+check_chromium() {
+  local c
+  for c in chromium chromium-browser google-chrome; do
+    if command -v "$c" >/dev/null 2>&1; then
+      echo "chromium: $(command -v "$c")"
+      return 0
+    fi
+  done
+  cat >&2 <<MSG
+error: the demo's status-page test needs headless Chromium, which is not installed.
+  Debian/Ubuntu: apt-get install chromium
+MSG
+  exit 1
+}

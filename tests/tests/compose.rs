@@ -90,3 +90,81 @@ fn redis_service_matches_default_redis_url() {
         "redis must publish {host}:{port}, has {ports:?}"
     );
 }
+
+/// Resolves YAML merge keys (`<<: *anchor`) one level deep, as Docker Compose does.
+fn merged(map: &Yaml) -> yaml_rust2::yaml::Hash {
+    let mut out = yaml_rust2::yaml::Hash::new();
+    if let Some(h) = map.as_hash() {
+        if let Some(base) = h.get(&Yaml::String("<<".into())) {
+            out.extend(merged(base));
+        }
+        for (k, v) in h {
+            if k.as_str() != Some("<<") {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn three_instantcopy_nodes_behind_nginx_agree_with_each_other() {
+    let c = compose();
+    let services = &c["services"];
+    let mut ips = Vec::new();
+    for id in 1..=3 {
+        let name = format!("node{id}");
+        let node = Yaml::Hash(merged(&services[name.as_str()]));
+        assert!(!node.is_badvalue(), "compose has {name}");
+        let env = Yaml::Hash(merged(&node["environment"]));
+        let get = |k: &str| {
+            env[k]
+                .as_str()
+                .unwrap_or_else(|| panic!("{name}: {k} missing"))
+                .to_owned()
+        };
+        assert_eq!(get("DEMO_NODE_ID"), id.to_string(), "{name}: node id");
+        assert_eq!(get("DEMO_BACKEND__KIND"), "instantcopy");
+        assert_eq!(get("DEMO_DEV"), "false", "{name}: production mode");
+        assert!(
+            get("SESSION_SECRET").contains("SESSION_SECRET"),
+            "secret comes from the environment"
+        );
+        // The member list names every node at its static address and cluster port.
+        let members = get("DEMO_BACKEND__INSTANTCOPY__MEMBERS");
+        let port = get("DEMO_BACKEND__INSTANTCOPY__CLUSTER_ADDR")
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .to_owned();
+        let ip = node["networks"]["backend"]["ipv4_address"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            members.contains(&format!("{{id={id}, addr=\"{ip}:{port}\"}}")),
+            "{name}: members {members} do not name {ip}:{port}"
+        );
+        let app_port = get("DEMO_APP_ADDR").rsplit(':').next().unwrap().to_owned();
+        ips.push(format!("{ip}:{app_port}"));
+    }
+    // nginx balances over exactly those app addresses.
+    let nginx =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/nginx.conf"))
+            .unwrap();
+    let upstream: Vec<String> = nginx
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("server "))
+        .filter(|l| l.contains(':'))
+        .map(|l| {
+            l.split_whitespace()
+                .next()
+                .unwrap()
+                .trim_end_matches(';')
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(upstream, ips, "nginx upstream vs node addresses");
+    let lb = &services["lb"];
+    assert!(published_ports(lb).iter().any(|(_, h, _)| *h == 8080));
+}
