@@ -2,11 +2,13 @@
 //!
 //! Every key carries the [`Stamp`] of the write that set or removed it (a hybrid-logical-clock
 //! time plus the writing node's id, totally ordered). Merging keeps, per key, the write with the
-//! highest stamp (last-writer-wins, node id breaking ties); deadlines only move forward (max);
-//! the placement (owner and backups) is last-writer-wins too. This merge is commutative,
-//! associative and idempotent, so copies that receive the same updates in any order, duplicated
-//! or delayed, end identical (property-tested below). Writes to *different* keys never conflict;
-//! concurrent writes to the *same* key resolve deterministically and are counted as conflicts.
+//! highest stamp (last-writer-wins, node id breaking ties; two writes with one stamp, which only
+//! two nodes misconfigured with the same id could make, are ordered by value); deadlines only
+//! move forward (max); the placement (owner and backups) is last-writer-wins too. This merge is
+//! commutative, associative and idempotent, so copies that receive the same updates in any
+//! order, duplicated or delayed, end identical (property-tested below, and fuzzed on arbitrary
+//! updates). Writes to *different* keys never conflict; concurrent writes to the *same* key
+//! resolve deterministically and are counted as conflicts.
 
 use std::sync::Arc;
 
@@ -71,6 +73,38 @@ pub struct WireState {
     pub placement: Option<Placement>,
 }
 
+/// A [`Stamp`] as kept per key: ten bytes with no padding (a `Stamp` takes 16 in memory).
+/// Sessions hold one per key, so this is a per-key saving on every copy a node holds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct PackedStamp([u8; 10]);
+
+impl PackedStamp {
+    fn get(self) -> Stamp {
+        let [t0, t1, t2, t3, t4, t5, t6, t7, n0, n1] = self.0;
+        Stamp {
+            time: u64::from_le_bytes([t0, t1, t2, t3, t4, t5, t6, t7]),
+            node: u16::from_le_bytes([n0, n1]),
+        }
+    }
+}
+
+impl From<Stamp> for PackedStamp {
+    fn from(s: Stamp) -> Self {
+        let [t0, t1, t2, t3, t4, t5, t6, t7] = s.time.to_le_bytes();
+        let [n0, n1] = s.node.to_le_bytes();
+        PackedStamp([t0, t1, t2, t3, t4, t5, t6, t7, n0, n1])
+    }
+}
+
+impl std::fmt::Debug for PackedStamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.get().fmt(f)
+    }
+}
+
+/// Removed keys and the stamp of their removal, sorted by key.
+type Tombstones = Vec<(Box<str>, Stamp)>;
+
 /// What a merge did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MergeOutcome {
@@ -81,19 +115,36 @@ pub struct MergeOutcome {
 }
 
 /// The replicated state of one session held by a node.
+///
+/// Laid out for a node holding millions of these (see `examples/memory.rs`): per-key stamps
+/// are packed to ten bytes, and removed-key tombstones, which most sessions never have, cost
+/// one pointer until the first removal. The values themselves are the [`SessionRecord`],
+/// shared with every request that loaded it.
 #[derive(Debug, Clone)]
 pub struct SessionState {
     record: Arc<SessionRecord>,
     /// Stamps of `record.data`'s entries, in the same (key) order.
-    stamps: Vec<Stamp>,
-    /// Removed keys and the stamp of their removal, sorted by key.
-    tombstones: Vec<(Box<str>, Stamp)>,
+    stamps: Vec<PackedStamp>,
+    /// Removed keys, if any (`None` rather than an empty list: one word instead of three).
+    tombstones: Option<Box<Tombstones>>,
     touched: Stamp,
     placement: Placement,
 }
 
 fn find_tomb(t: &[(Box<str>, Stamp)], key: &str) -> Result<usize, usize> {
     t.binary_search_by(|(k, _)| (**k).cmp(key))
+}
+
+/// The total order writes to one key are merged by: the stamp, then (for two writes with the
+/// same stamp, which a correct clock never issues but two nodes configured with the same id
+/// would) the value, a removal first. Total, so copies converge whatever they receive.
+fn write_order(stamp: Stamp, value: Option<&RawJson>) -> (Stamp, Option<&str>) {
+    (stamp, value.map(RawJson::as_str))
+}
+
+/// The same for placements: the stamp, then the placement itself.
+fn placement_order(p: &Placement) -> (Stamp, NodeId, &[NodeId]) {
+    (p.stamp, p.owner, &p.backups)
 }
 
 impl SessionState {
@@ -114,12 +165,12 @@ impl SessionState {
     /// A state holding `record` (its data, times and deadlines), every key stamped `stamp`.
     /// Used when a session moves to a new id: its creation time and absolute deadline stay.
     pub fn from_record(mut record: SessionRecord, stamp: Stamp, placement: Placement) -> Self {
-        let stamps = vec![stamp; record.data.len()];
+        let stamps = vec![PackedStamp::from(stamp); record.data.len()];
         record.version = stamp.time.max(placement.stamp.time);
         SessionState {
             record: Arc::new(record),
             stamps,
-            tombstones: Vec::new(),
+            tombstones: None,
             touched: stamp,
             placement,
         }
@@ -180,12 +231,15 @@ impl SessionState {
                 version: 0,
             }),
             stamps: Vec::new(),
-            tombstones: Vec::new(),
+            tombstones: None,
             touched: w.touched,
             placement,
         };
+        // As a merge into nothing: a key named twice keeps its newest write, in any order.
         for e in &w.entries {
-            s.put(&e.key, e.stamp, e.value.clone());
+            if s.incoming_wins(e) {
+                s.put(&e.key, e.stamp, e.value.clone());
+            }
         }
         s.refresh_version();
         Some(s)
@@ -206,24 +260,29 @@ impl SessionState {
         self.record.version
     }
 
-    /// Approximate heap bytes held (for memory accounting).
+    /// Approximate heap bytes held (for memory accounting): keys and values, their stamps,
+    /// and removed keys.
     pub fn heap_bytes(&self) -> usize {
         self.record.data.payload_len()
-            + self.stamps.len() * std::mem::size_of::<Stamp>()
+            + self.stamps.len() * std::mem::size_of::<PackedStamp>()
             + self
-                .tombstones
+                .tombs()
                 .iter()
-                .map(|(k, _)| k.len() + 24)
+                .map(|(k, s)| k.len() + std::mem::size_of_val(k) + std::mem::size_of_val(s))
                 .sum::<usize>()
     }
 
+    /// Removed keys and their stamps, sorted by key.
+    fn tombs(&self) -> &[(Box<str>, Stamp)] {
+        self.tombstones.as_deref().map_or(&[], Vec::as_slice)
+    }
+
     fn refresh_version(&mut self) {
-        let max = self
-            .stamps
-            .iter()
-            .chain(self.tombstones.iter().map(|(_, s)| s))
-            .chain([&self.touched, &self.placement.stamp])
-            .map(|s| s.time)
+        let live = self.stamps.iter().map(|s| s.get().time);
+        let removed = self.tombs().iter().map(|(_, s)| s.time);
+        let max = live
+            .chain(removed)
+            .chain([self.touched.time, self.placement.stamp.time])
             .max()
             .unwrap_or(0);
         Arc::make_mut(&mut self.record).version = max;
@@ -232,11 +291,18 @@ impl SessionState {
     /// The stamp currently recorded for `key` (live or removed).
     fn stamp_of(&self, key: &str) -> Option<Stamp> {
         if let Some(i) = self.index_of(key) {
-            return Some(self.stamps[i]);
+            return self.stamps.get(i).map(|s| s.get());
         }
-        find_tomb(&self.tombstones, key)
-            .ok()
-            .map(|i| self.tombstones[i].1)
+        let t = self.tombs();
+        find_tomb(t, key).ok().map(|i| t[i].1)
+    }
+
+    /// True when `e` is later than what this state records for its key (see `write_order`).
+    fn incoming_wins(&self, e: &WireEntry) -> bool {
+        self.stamp_of(&e.key).is_none_or(|local| {
+            write_order(e.stamp, e.value.as_ref())
+                > write_order(local, self.record.data.get(&e.key))
+        })
     }
 
     fn index_of(&self, key: &str) -> Option<usize> {
@@ -246,28 +312,37 @@ impl SessionState {
     /// Sets `key` to `value` (or removes it) with `stamp`, unconditionally.
     fn put(&mut self, key: &str, stamp: Stamp, value: Option<RawJson>) {
         let r = Arc::make_mut(&mut self.record);
+        let packed = PackedStamp::from(stamp);
         match value {
             Some(v) => {
-                if let Ok(i) = find_tomb(&self.tombstones, key) {
-                    self.tombstones.remove(i);
+                if let Some(t) = &mut self.tombstones {
+                    if let Ok(i) = find_tomb(t, key) {
+                        t.remove(i);
+                    }
+                    if t.is_empty() {
+                        self.tombstones = None;
+                    }
                 }
-                r.data.insert(key, v);
+                let added = r.data.insert(key, v).is_none();
                 // Keep stamps aligned with the (sorted) data entries.
                 let pos = r.data.position(key).unwrap_or(0);
-                if self.stamps.len() < r.data.len() {
-                    self.stamps.insert(pos, stamp);
-                } else {
-                    self.stamps[pos] = stamp;
+                if added {
+                    self.stamps.insert(pos.min(self.stamps.len()), packed);
+                } else if let Some(s) = self.stamps.get_mut(pos) {
+                    *s = packed;
                 }
             }
             None => {
                 if let Some(pos) = r.data.position(key) {
                     r.data.remove(key);
-                    self.stamps.remove(pos);
+                    if pos < self.stamps.len() {
+                        self.stamps.remove(pos);
+                    }
                 }
-                match find_tomb(&self.tombstones, key) {
-                    Ok(i) => self.tombstones[i].1 = stamp,
-                    Err(i) => self.tombstones.insert(i, (key.into(), stamp)),
+                let t = self.tombstones.get_or_insert_with(Box::default);
+                match find_tomb(t, key) {
+                    Ok(i) => t[i].1 = stamp,
+                    Err(i) => t.insert(i, (key.into(), stamp)),
                 }
             }
         }
@@ -317,7 +392,7 @@ impl SessionState {
 
     /// Sets a new placement (failover re-homing, repair) and returns the update to send.
     pub fn set_placement(&mut self, placement: Placement) -> WireState {
-        if placement.stamp > self.placement.stamp {
+        if placement_order(&placement) > placement_order(&self.placement) {
             self.placement = placement;
             self.refresh_version();
         }
@@ -351,10 +426,10 @@ impl SessionState {
             .zip(&self.stamps)
             .map(|((k, v), s)| WireEntry {
                 key: k.to_owned(),
-                stamp: *s,
+                stamp: s.get(),
                 value: Some(v.clone()),
             })
-            .chain(self.tombstones.iter().map(|(k, s)| WireEntry {
+            .chain(self.tombs().iter().map(|(k, s)| WireEntry {
                 key: k.to_string(),
                 stamp: *s,
                 value: None,
@@ -406,23 +481,19 @@ impl SessionState {
             out.changed = true;
         }
         for e in &w.entries {
-            match self.stamp_of(&e.key) {
-                Some(local) if local >= e.stamp => {
-                    if local > e.stamp
-                        && local.node != e.stamp.node
-                        && self.record.data.get(&e.key) != e.value.as_ref()
-                    {
-                        out.conflicts += 1;
-                    }
-                }
-                _ => {
-                    self.put(&e.key, e.stamp, e.value.clone());
-                    out.changed = true;
-                }
+            if self.incoming_wins(e) {
+                self.put(&e.key, e.stamp, e.value.clone());
+                out.changed = true;
+            } else if let Some(local) = self.stamp_of(&e.key)
+                && local > e.stamp
+                && local.node != e.stamp.node
+                && self.record.data.get(&e.key) != e.value.as_ref()
+            {
+                out.conflicts += 1;
             }
         }
         if let Some(p) = &w.placement
-            && p.stamp > self.placement.stamp
+            && placement_order(p) > placement_order(&self.placement)
         {
             self.placement = p.clone();
             out.changed = true;
@@ -652,6 +723,110 @@ mod tests {
             s.record().data.get_as::<String>("k0").unwrap().as_deref(),
             Some("new")
         );
+    }
+
+    fn entry(key: &str, time: u64, node: u16, value: Option<&str>) -> WireEntry {
+        WireEntry {
+            key: key.into(),
+            stamp: Stamp { time, node },
+            value: value.map(|v| RawJson::from_value(v).unwrap()),
+        }
+    }
+
+    /// Regression (fuzz property `converges` in fuzz/fuzz_targets/peer_messages.rs): a full
+    /// state naming a key twice was adopted in entry order, so the older write could win.
+    #[test]
+    fn adopting_a_full_state_does_not_depend_on_entry_order() {
+        let mut w = base().to_wire_full();
+        w.entries = vec![
+            entry("k", 5, 1, Some("newer")),
+            entry("k", 3, 2, Some("older")),
+            entry("gone", 4, 1, None),
+            entry("gone", 2, 1, Some("before removal")),
+        ];
+        let forward = SessionState::from_wire(&w).unwrap();
+        w.entries.reverse();
+        let backward = SessionState::from_wire(&w).unwrap();
+        assert_eq!(forward.fingerprint(), backward.fingerprint());
+        assert_eq!(
+            forward
+                .record()
+                .data
+                .get_as::<String>("k")
+                .unwrap()
+                .as_deref(),
+            Some("newer")
+        );
+        assert!(forward.record().data.get("gone").is_none());
+    }
+
+    /// Regression: two writes with the same stamp (two nodes misconfigured with one node id)
+    /// or two placements with the same stamp left copies that merged them in different orders
+    /// different for ever. Ties now break on the value, then on the placement itself.
+    #[test]
+    fn equal_stamps_still_converge() {
+        let mut a = base();
+        let mut b = base();
+        let mut w1 = base().to_wire_full();
+        w1.full = false;
+        w1.entries = vec![entry("k", 9, 3, Some("one"))];
+        w1.placement = Some(Placement {
+            stamp: Stamp { time: 9, node: 3 },
+            owner: NodeId(3),
+            backups: vec![NodeId(1)],
+        });
+        let mut w2 = w1.clone();
+        w2.entries = vec![entry("k", 9, 3, Some("two"))];
+        w2.placement = Some(Placement {
+            stamp: Stamp { time: 9, node: 3 },
+            owner: NodeId(2),
+            backups: vec![NodeId(4)],
+        });
+        a.merge(&w1);
+        a.merge(&w2);
+        b.merge(&w2);
+        b.merge(&w1);
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        // Merging either again changes nothing.
+        assert!(!a.merge(&w1).changed);
+        assert!(!a.merge(&w2).changed);
+    }
+
+    #[test]
+    fn packed_stamps_round_trip_at_the_extremes() {
+        for (time, node) in [
+            (0, 0),
+            (1, 1),
+            (u64::MAX, u16::MAX),
+            (0x0102_0304_0506_0708, 513),
+        ] {
+            let s = Stamp { time, node };
+            assert_eq!(PackedStamp::from(s).get(), s);
+        }
+        assert_eq!(std::mem::size_of::<PackedStamp>(), 10);
+    }
+
+    #[test]
+    fn tombstones_come_and_go_with_removals_and_later_sets() {
+        let mut s = base();
+        assert!(s.tombstones.is_none(), "no removal, no tombstone list");
+        let mut d = Delta::default();
+        d.remove("k0");
+        d.remove("never-set");
+        s.apply_local(&d, Stamp { time: 10, node: 1 }, 2000, &policy());
+        assert_eq!(s.tombs().len(), 2);
+        assert_eq!(s.stamp_of("k0"), Some(Stamp { time: 10, node: 1 }));
+        assert!(s.stamps.is_empty());
+        let mut d = Delta::default();
+        d.set("k0", RawJson::from_value(&1).unwrap());
+        d.set("never-set", RawJson::from_value(&2).unwrap());
+        s.apply_local(&d, Stamp { time: 11, node: 1 }, 2000, &policy());
+        assert!(s.tombstones.is_none(), "the list goes once empty");
+        assert_eq!(s.stamps.len(), 2);
+        assert_eq!(s.version(), 11);
+        // The state survives a full round trip through the wire form.
+        let copy = SessionState::from_wire(&s.to_wire_full()).unwrap();
+        assert_eq!(copy.fingerprint(), s.fingerprint());
     }
 
     #[test]

@@ -6,8 +6,10 @@
 //! request to its method, path, sender node id and send time; a response is bound to the nonce
 //! of the request it answers, so it cannot be replayed against another request. A request whose
 //! seal does not open, whose sender is not a member, or whose time is outside the replay window
-//! gets `401` and changes nothing. Bodies are postcard-encoded (compact, no schema on the wire;
-//! see the crate benchmarks for its size and speed against JSON).
+//! gets `401` and changes nothing. Bodies are postcard-encoded (compact, no schema on the wire):
+//! in `benches/instantcopy.rs` a push of one full 200 B session is 246 bytes against 650 in
+//! JSON (32 sessions: 7.8 KB against 20.6 KB), and encoding plus decoding it takes about a
+//! third of the time JSON takes. Seal overhead is 28 bytes (nonce and tag).
 
 use aes_gcm::Aes256Gcm;
 use aes_gcm::aead::{Aead, KeyInit, Nonce, Payload};
