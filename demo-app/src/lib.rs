@@ -23,7 +23,9 @@
 
 pub mod app;
 pub mod backends;
+pub mod charts;
 pub mod cluster;
+pub mod compare;
 pub mod config;
 pub mod metrics;
 pub mod status;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use backend_instantcopy::{Ack, Replication};
 use clap::{Parser, Subcommand};
 use demo_app::cluster::{ClusterSpec, LocalCluster};
+use demo_app::compare::{CompareOptions, Scheme};
 use demo_app::config::{BackendKind, DemoConfig};
 
 /// Session-sync demo: any session backend from config, a local cluster, and the paper's
@@ -54,6 +55,50 @@ enum Cmd {
         #[arg(long, default_value = "info")]
         log: String,
     },
+    /// Run every scheme as a real cluster under the same non-sticky workload and print the
+    /// paper's Table 1 with measured numbers; results.json, results.md and SVG charts go to
+    /// --out.
+    Compare {
+        /// Nodes per cluster [default: 3, --quick: 2].
+        #[arg(long)]
+        nodes: Option<usize>,
+        /// Concurrent virtual users [default: 50, --quick: 4].
+        #[arg(long)]
+        users: Option<usize>,
+        /// Workload requests per scheme [default: 100000, --quick: 120].
+        #[arg(long)]
+        requests: Option<usize>,
+        /// Directory for results.json, results.md and the charts.
+        #[arg(long, default_value = "compare-results")]
+        out: PathBuf,
+        /// Small numbers, for a smoke run in seconds.
+        #[arg(long)]
+        quick: bool,
+        /// Schemes to run, comma-separated [default: all of instantcopy-all, instantcopy-k1,
+        /// cookie, sql, redis].
+        #[arg(long, value_delimiter = ',')]
+        schemes: Option<Vec<Scheme>>,
+        /// Cluster sizes of the all-vs-k=1 scaling runs, comma-separated [default: 2,4,8,
+        /// --quick: 2,4]; 0 skips them.
+        #[arg(long, value_delimiter = ',')]
+        scaling_nodes: Option<Vec<usize>>,
+        /// Requests per scaling run [default: 20000, --quick: 60].
+        #[arg(long)]
+        scaling_requests: Option<usize>,
+        /// Virtual users per scaling run [default: 20, --quick: 4].
+        #[arg(long)]
+        scaling_users: Option<usize>,
+        /// PostgreSQL for the SQL scheme [default: DATABASE_URL, else
+        /// postgres://postgres@127.0.0.1:5432/postgres].
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Redis for the Redis scheme [default: REDIS_URL, else redis://127.0.0.1:6379].
+        #[arg(long)]
+        redis_url: Option<String>,
+        /// Seed of the workload's random choices.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 fn init_tracing(filter: &str) {
@@ -89,6 +134,39 @@ async fn main() -> ExitCode {
             spec.log = log;
             spec.show_logs = true;
             cluster(spec).await
+        }
+        Cmd::Compare {
+            nodes,
+            users,
+            requests,
+            out,
+            quick,
+            schemes,
+            scaling_nodes,
+            scaling_requests,
+            scaling_users,
+            database_url,
+            redis_url,
+            seed,
+        } => {
+            let mut opts = if quick {
+                CompareOptions::quick()
+            } else {
+                CompareOptions::full()
+            };
+            opts.nodes = nodes.unwrap_or(opts.nodes);
+            opts.users = users.unwrap_or(opts.users);
+            opts.requests = requests.unwrap_or(opts.requests);
+            opts.schemes = schemes.unwrap_or(opts.schemes);
+            if let Some(sizes) = scaling_nodes {
+                opts.scaling_nodes = sizes.into_iter().filter(|n| *n != 0).collect();
+            }
+            opts.scaling_requests = scaling_requests.unwrap_or(opts.scaling_requests);
+            opts.scaling_users = scaling_users.unwrap_or(opts.scaling_users);
+            opts.database_url = database_url.unwrap_or(opts.database_url);
+            opts.redis_url = redis_url.unwrap_or(opts.redis_url);
+            opts.seed = seed;
+            compare(opts, out).await
         }
     };
     match result {
@@ -129,5 +207,20 @@ async fn cluster(spec: ClusterSpec) -> Result<(), String> {
     demo_app::shutdown_signal().await;
     eprintln!("stopping {} nodes", cluster.nodes.len());
     cluster.stop(Duration::from_secs(10)).await;
+    Ok(())
+}
+
+async fn compare(opts: CompareOptions, out: PathBuf) -> Result<(), String> {
+    init_tracing("warn");
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
+    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let report = demo_app::compare::run(&exe, &opts, progress)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("{}", report.markdown());
+    let files = report.write(&out).map_err(|e| e.to_string())?;
+    for f in files {
+        eprintln!("wrote {}", f.display());
+    }
     Ok(())
 }
