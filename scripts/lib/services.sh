@@ -117,3 +117,16 @@ error: the demo's status-page test needs headless Chromium, which is not install
 MSG
   exit 1
 }
+
+# wrk: the load generator the bench harness drives (its smoke test measures a real server).
+check_wrk() {
+  if command -v wrk >/dev/null 2>&1; then
+    echo "wrk: $(command -v wrk)"
+    return 0
+  fi
+  cat >&2 <<MSG
+error: the bench harness's tests drive the wrk load generator, which is not installed.
+  Debian/Ubuntu: apt-get install wrk
+MSG
+  exit 1
+}

@@ -111,13 +111,21 @@ impl SessionConfig {
     /// Finds the token in a request's headers: the header first (when enabled), then the cookie.
     /// Returns the token and whether it came from the header.
     pub fn token_from(&self, headers: &http::HeaderMap) -> Option<(String, bool)> {
+        self.find_token(headers).map(|(t, h)| (t.to_owned(), h))
+    }
+
+    /// [`token_from`](SessionConfig::token_from) without copying: the token borrowed from the
+    /// header. Cookies are scanned in place (`name=value` pairs split on `;`, name and value
+    /// trimmed, the first non-empty value of our name wins), as `Cookie::split_parse` reads
+    /// them but without building a `Cookie` per pair: this runs on every request.
+    fn find_token<'h>(&self, headers: &'h http::HeaderMap) -> Option<(&'h str, bool)> {
         if self.uses_header()
             && let Some(v) = headers
                 .get(&self.header_name)
                 .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
             && !v.is_empty()
         {
-            return Some((v.to_owned(), true));
+            return Some((v, true));
         }
         if self.uses_cookie() {
             for value in headers.get_all(COOKIE) {
@@ -125,10 +133,8 @@ impl SessionConfig {
                 let Ok(value) = std::str::from_utf8(value.as_bytes()) else {
                     continue;
                 };
-                for c in Cookie::split_parse(value).flatten() {
-                    if c.name() == self.cookie_name && !c.value().is_empty() {
-                        return Some((c.value().to_owned(), false));
-                    }
+                if let Some(token) = cookie_value(value, &self.cookie_name) {
+                    return Some((token, false));
                 }
             }
         }
@@ -147,6 +153,50 @@ impl SessionConfig {
         c.build()
     }
 
+    /// The `Set-Cookie` value issuing `token`, written in one pass into one buffer (this runs on
+    /// every response that changes the session). Byte for byte what the `cookie` crate writes
+    /// for the same cookie: `name=token; HttpOnly; SameSite=…[; Secure]; Path=…[; Domain=…]
+    /// [; Max-Age=…]`.
+    fn set_cookie(&self, token: &str, max_age: Option<u64>) -> String {
+        use std::fmt::Write as _;
+        let same_site = match self.same_site {
+            SameSite::Strict => "Strict",
+            SameSite::Lax => "Lax",
+            SameSite::None => "None",
+        };
+        // As `Cookie::domain()`: one leading dot is not part of the domain.
+        let domain = self
+            .domain
+            .as_deref()
+            .map(|d| d.strip_prefix('.').unwrap_or(d));
+        let mut out = String::with_capacity(
+            self.cookie_name.len()
+                + token.len()
+                + self.path.len()
+                + domain.map_or(0, |d| d.len() + 9)
+                + 72,
+        );
+        out.push_str(&self.cookie_name);
+        out.push('=');
+        out.push_str(token);
+        out.push_str("; HttpOnly; SameSite=");
+        out.push_str(same_site);
+        if self.secure {
+            out.push_str("; Secure");
+        }
+        out.push_str("; Path=");
+        out.push_str(&self.path);
+        if let Some(d) = domain {
+            out.push_str("; Domain=");
+            out.push_str(d);
+        }
+        if let Some(secs) = max_age {
+            // Writing into a String cannot fail.
+            let _ = write!(out, "; Max-Age={secs}");
+        }
+        out
+    }
+
     /// Writes a commit's outcome into response headers.
     pub fn apply_commit(&self, commit: &Commit, via_header: bool, headers: &mut http::HeaderMap) {
         match commit {
@@ -157,12 +207,11 @@ impl SessionConfig {
                         headers.insert(self.header_name.clone(), v);
                     }
                 } else {
-                    let mut c = self.cookie(token.clone());
-                    if self.persistent {
-                        let secs = expires_at.saturating_sub(now_millis()) / 1000;
-                        c.set_max_age(cookie::time::Duration::seconds(secs as i64));
-                    }
-                    if let Ok(v) = HeaderValue::from_str(&c.to_string()) {
+                    let max_age = self
+                        .persistent
+                        .then(|| expires_at.saturating_sub(now_millis()) / 1000);
+                    let value = self.set_cookie(token, max_age);
+                    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
                         headers.append(SET_COOKIE, v);
                     }
                 }
@@ -180,6 +229,15 @@ impl SessionConfig {
             }
         }
     }
+}
+
+/// The first non-empty value of cookie `name` in one `Cookie` header value.
+fn cookie_value<'v>(header: &'v str, name: &str) -> Option<&'v str> {
+    header.split(';').find_map(|pair| {
+        let (n, v) = pair.split_once('=')?;
+        let v = v.trim();
+        (n.trim() == name && !v.is_empty()).then_some(v)
+    })
 }
 
 /// The tower layer: wraps a service so each request carries a lazy [`Session`].
@@ -266,11 +324,11 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let config = self.config.clone();
-        let (token, via_header) = match config.token_from(req.headers()) {
-            Some((t, h)) => (Some(t), h),
+        let (token, via_header) = match config.find_token(req.headers()) {
+            Some((t, h)) => (Some(Arc::<str>::from(t)), h),
             None => (None, false),
         };
-        let session = Session::new(self.backend.clone(), token);
+        let session = Session::with_token(self.backend.clone(), token);
         req.extensions_mut().insert(session.clone());
         Box::pin(async move {
             let res = inner.call(req).await?.map(Body::new);
@@ -350,5 +408,134 @@ impl IntoResponse for SessionError {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the layer did before it scanned cookies itself: `cookie`'s parser.
+    fn with_cookie_crate(header: &str, name: &str) -> Option<String> {
+        Cookie::split_parse(header)
+            .flatten()
+            .find(|c| c.name() == name && !c.value().is_empty())
+            .map(|c| c.value().to_owned())
+    }
+
+    #[test]
+    fn cookie_scan_reads_headers_like_the_cookie_crate() {
+        let cases = [
+            "sid=tok",
+            "a=1; sid=tok; b=2",
+            "  sid =  tok  ;x=y",
+            "sid=; sid=second",
+            "sid=\"quoted\"",
+            "sid=a=b=c",
+            "sidx=1; xsid=2",
+            "sid",
+            "=sid; sid",
+            ";;; sid=last;",
+            "a=1;sid=tok;sid=other",
+            "",
+            " ; ",
+            "SID=upper",
+            "sid=t\u{e9}l\u{e9}",
+        ];
+        for header in cases {
+            assert_eq!(
+                cookie_value(header, "sid").map(str::to_owned),
+                with_cookie_crate(header, "sid"),
+                "header {header:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn set_cookie_is_what_the_cookie_crate_writes() {
+        let configs = [
+            SessionConfig::default(),
+            SessionConfig::default()
+                .with_secure(false)
+                .with_cookie_name("app_sid"),
+            SessionConfig {
+                same_site: SameSite::Strict,
+                domain: Some(".example.com".into()),
+                path: "/app".into(),
+                ..SessionConfig::default()
+            },
+            SessionConfig {
+                same_site: SameSite::None,
+                secure: false,
+                domain: Some("example.com".into()),
+                persistent: false,
+                ..SessionConfig::default()
+            },
+        ];
+        for config in configs {
+            for max_age in [None, Some(0), Some(1800)] {
+                let token = "AbC-123_xyz";
+                let mut c = config.cookie(token.to_owned());
+                if let Some(secs) = max_age {
+                    c.set_max_age(cookie::time::Duration::seconds(secs as i64));
+                }
+                assert_eq!(
+                    config.set_cookie(token, max_age),
+                    c.to_string(),
+                    "{config:?} max-age {max_age:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn issued_cookies_carry_the_attributes_and_expiry() {
+        let config = SessionConfig::default();
+        let mut h = http::HeaderMap::new();
+        let commit = Commit::Issue {
+            token: "tok".into(),
+            expires_at: now_millis() + 60_000,
+        };
+        config.apply_commit(&commit, false, &mut h);
+        let v = h.get(SET_COOKIE).unwrap().to_str().unwrap();
+        assert!(
+            v.starts_with("sid=tok; HttpOnly; SameSite=Lax; Secure; Path=/; Max-Age="),
+            "{v}"
+        );
+        let secs: u64 = v.rsplit('=').next().unwrap().parse().unwrap();
+        assert!((58..=60).contains(&secs), "{v}");
+        // A token that cannot be a header value is not sent (never a panic).
+        let mut h = http::HeaderMap::new();
+        let bad = Commit::Issue {
+            token: "a\nb".into(),
+            expires_at: 0,
+        };
+        config.apply_commit(&bad, false, &mut h);
+        assert!(h.get(SET_COOKIE).is_none());
+    }
+
+    #[test]
+    fn token_from_prefers_the_header_then_any_cookie_header() {
+        let config = SessionConfig::default();
+        let mut h = http::HeaderMap::new();
+        h.append(COOKIE, HeaderValue::from_static("a=1"));
+        h.append(COOKIE, HeaderValue::from_static("sid=from-cookie"));
+        assert_eq!(
+            config.token_from(&h),
+            Some(("from-cookie".to_string(), false))
+        );
+        h.insert("x-session-token", HeaderValue::from_static("from-header"));
+        assert_eq!(
+            config.token_from(&h),
+            Some(("from-header".to_string(), true))
+        );
+        let cookie_only = SessionConfig::default().with_transport(TokenTransport::Cookie);
+        assert_eq!(
+            cookie_only.token_from(&h),
+            Some(("from-cookie".to_string(), false))
+        );
+        let header_only = SessionConfig::default().with_transport(TokenTransport::Header);
+        h.remove("x-session-token");
+        assert_eq!(header_only.token_from(&h), None);
     }
 }

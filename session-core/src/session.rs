@@ -39,13 +39,20 @@ struct Pending {
 
 enum LoadState {
     NotLoaded,
-    Done(Option<Loaded>),
+    /// Loaded (`None`: no, invalid or expired token). Shared so every read hands out the same
+    /// copy with one reference-count increment, never a clone of the record.
+    Done(Option<Arc<Loaded>>),
 }
 
 struct Inner {
     backend: Arc<dyn SessionBackend>,
     token: Mutex<Option<Arc<str>>>,
-    load: tokio::sync::Mutex<LoadState>,
+    /// The load's outcome. A plain lock, never held across an `.await`: after the first load
+    /// every read is one uncontended lock and an `Arc` clone.
+    state: Mutex<LoadState>,
+    /// Held while loading (and while `save` resets the state), so concurrent readers of one
+    /// request load once and a reset waits for a load in flight.
+    loading: tokio::sync::Mutex<()>,
     pending: Mutex<Pending>,
 }
 
@@ -98,13 +105,28 @@ fn serde_err(key: &str) -> impl FnOnce(serde_json::Error) -> SessionError + '_ {
 impl Session {
     /// A handle for a request that carried `token` (or none).
     pub fn new(backend: Arc<dyn SessionBackend>, token: Option<String>) -> Self {
+        Self::with_token(backend, token.filter(|t| !t.is_empty()).map(Arc::from))
+    }
+
+    /// [`new`](Session::new) with the token already shared (the layer builds it straight from
+    /// the request header: one allocation).
+    pub(crate) fn with_token(backend: Arc<dyn SessionBackend>, token: Option<Arc<str>>) -> Self {
         Session {
             inner: Arc::new(Inner {
                 backend,
-                token: Mutex::new(token.filter(|t| !t.is_empty()).map(Arc::from)),
-                load: tokio::sync::Mutex::new(LoadState::NotLoaded),
+                token: Mutex::new(token.filter(|t| !t.is_empty())),
+                state: Mutex::new(LoadState::NotLoaded),
+                loading: tokio::sync::Mutex::new(()),
                 pending: Mutex::new(Pending::default()),
             }),
+        }
+    }
+
+    /// The loaded session if the load already happened (`Some(None)`: loaded, no session).
+    fn loaded_now(&self) -> Option<Option<Arc<Loaded>>> {
+        match &*self.inner.state.lock() {
+            LoadState::Done(l) => Some(l.clone()),
+            LoadState::NotLoaded => None,
         }
     }
 
@@ -114,10 +136,13 @@ impl Session {
     }
 
     /// Loads the session (once) and returns it, or `None` for no/invalid/expired token.
-    async fn loaded(&self) -> Result<Option<Loaded>, SessionError> {
-        let mut state = self.inner.load.lock().await;
-        if let LoadState::Done(l) = &*state {
-            return Ok(l.clone());
+    async fn loaded(&self) -> Result<Option<Arc<Loaded>>, SessionError> {
+        if let Some(l) = self.loaded_now() {
+            return Ok(l);
+        }
+        let _loading = self.inner.loading.lock().await;
+        if let Some(l) = self.loaded_now() {
+            return Ok(l);
         }
         let token = self.inner.token.lock().clone();
         let loaded = match token {
@@ -130,8 +155,9 @@ impl Session {
                 }
                 Err(e) => return Err(e),
             },
-        };
-        *state = LoadState::Done(loaded.clone());
+        }
+        .map(Arc::new);
+        *self.inner.state.lock() = LoadState::Done(loaded.clone());
         Ok(loaded)
     }
 
@@ -193,28 +219,77 @@ impl Session {
         Ok(v)
     }
 
-    /// All keys currently visible (stored ones plus this request's writes).
+    /// All keys currently visible (stored ones plus this request's writes), sorted.
     pub async fn keys(&self) -> Result<Vec<String>, SessionError> {
+        let mut keys = Vec::new();
+        self.for_each_key(|k| keys.push(k.to_owned())).await?;
+        Ok(keys)
+    }
+
+    /// Calls `f` with every visible key (stored ones plus this request's writes, minus its
+    /// removals) in sorted order, without copying the keys: the allocation-free way to count or
+    /// filter keys on a hot path.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use session_core::{MemoryBackend, Session, SessionBackend};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), session_core::SessionError> {
+    /// # let backend: Arc<dyn SessionBackend> = Arc::new(MemoryBackend::default());
+    /// let session = Session::new(backend, None);
+    /// session.insert("cart.book", &2)?;
+    /// session.insert("user", "alice")?;
+    /// let mut lines = 0;
+    /// session.for_each_key(|k| lines += usize::from(k.starts_with("cart."))).await?;
+    /// assert_eq!(lines, 1);
+    /// # Ok(()) }
+    /// ```
+    pub async fn for_each_key(&self, mut f: impl FnMut(&str)) -> Result<(), SessionError> {
         let base = if self.inner.pending.lock().destroy {
             None
         } else {
             self.loaded().await?
         };
-        let p = self.inner.pending.lock();
-        let mut keys: Vec<String> = base
-            .iter()
-            .flat_map(|l| l.record.data.keys())
-            .filter(|k| p.delta.lookup(k).is_none())
-            .map(str::to_owned)
-            .collect();
-        keys.extend(p.delta.set.iter().map(|(k, _)| k.to_string()));
-        keys.sort();
-        Ok(keys)
+        let stored = base.iter().flat_map(|l| l.record.data.keys());
+        // `f` runs with no lock held (it may use the session). Stored keys are sorted, so the
+        // common read-only request walks them as they are; with pending writes, the delta's
+        // (few) keys are copied out and merged in order.
+        let delta = {
+            let p = self.inner.pending.lock();
+            (!p.delta.is_empty()).then(|| {
+                let set: Vec<Box<str>> = p.delta.set.iter().map(|(k, _)| k.clone()).collect();
+                (set, p.delta.removed.clone())
+            })
+        };
+        let Some((set, removed)) = delta else {
+            stored.for_each(f);
+            return Ok(());
+        };
+        // Both delta lists are sorted and unique (the `Delta` invariant).
+        let touched = |k: &str| {
+            set.binary_search_by(|x| (**x).cmp(k)).is_ok()
+                || removed.binary_search_by(|x| (**x).cmp(k)).is_ok()
+        };
+        let mut stored = stored.filter(|k| !touched(k)).peekable();
+        let mut set = set.iter().map(|k| &**k).peekable();
+        loop {
+            let next = match (stored.peek(), set.peek()) {
+                (Some(a), Some(b)) if a <= b => stored.next(),
+                (_, Some(_)) => set.next(),
+                (Some(_), None) => stored.next(),
+                (None, None) => break,
+            };
+            if let Some(k) = next {
+                f(k);
+            }
+        }
+        Ok(())
     }
 
     /// True when the session holds no values.
     pub async fn is_empty(&self) -> Result<bool, SessionError> {
-        Ok(self.keys().await?.is_empty())
+        let mut any = false;
+        self.for_each_key(|_| any = true).await?;
+        Ok(!any)
     }
 
     /// Removes every value (the session itself stays; use [`destroy`](Session::destroy) to end it).
@@ -232,7 +307,7 @@ impl Session {
 
     /// The stored session as loaded (without this request's pending writes).
     pub async fn record(&self) -> Result<Option<Loaded>, SessionError> {
-        self.loaded().await
+        Ok(self.loaded().await?.map(|l| (*l).clone()))
     }
 
     /// Gives the session a new id when the request ends, invalidating the old one everywhere.
@@ -263,7 +338,8 @@ impl Session {
         let outcome = self.commit_pending().await?;
         if let Commit::Issue { token, .. } = &outcome {
             *self.inner.token.lock() = Some(Arc::from(token.as_str()));
-            *self.inner.load.lock().await = LoadState::NotLoaded;
+            let _loading = self.inner.loading.lock().await;
+            *self.inner.state.lock() = LoadState::NotLoaded;
         }
         let mut p = self.inner.pending.lock();
         if outcome != Commit::Unchanged {
@@ -301,7 +377,11 @@ impl Session {
             )
         };
         let modified = !delta.is_empty() || cycle || destroy;
-        let was_loaded = matches!(*self.inner.load.lock().await, LoadState::Done(_));
+        let was_loaded = self.loaded_now().is_some() || {
+            // A load may be in flight in another clone of this handle: wait for it.
+            let _loading = self.inner.loading.lock().await;
+            self.loaded_now().is_some()
+        };
         if !modified && !was_loaded {
             return Ok(Commit::Unchanged);
         }
@@ -317,7 +397,7 @@ impl Session {
             if let Some(l) = &loaded {
                 backend.destroy(l).await?;
             }
-            *self.inner.load.lock().await = LoadState::Done(None);
+            *self.inner.state.lock() = LoadState::Done(None);
             *self.inner.token.lock() = None;
             if !delta.set.is_empty() {
                 return Ok(issue(backend.create(data_from(&delta)).await?));
@@ -350,4 +430,142 @@ fn data_from(delta: &Delta) -> SessionData {
     let mut d = SessionData::new();
     d.apply(delta);
     d
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::backend::Counters;
+    use crate::expiry::ExpiryPolicy;
+    use crate::record::Saved;
+    use crate::{MemoryBackend, SessionData};
+
+    /// The reference backend with a load that yields (so readers can race) and counts.
+    #[derive(Default)]
+    struct SlowLoads {
+        inner: MemoryBackend,
+        loads: AtomicU64,
+    }
+
+    #[async_trait]
+    impl SessionBackend for SlowLoads {
+        fn scheme(&self) -> &'static str {
+            "slow"
+        }
+        fn policy(&self) -> &ExpiryPolicy {
+            self.inner.policy()
+        }
+        async fn load(&self, token: &str) -> Result<Option<Loaded>, SessionError> {
+            self.loads.fetch_add(1, Ordering::SeqCst);
+            tokio::task::yield_now().await;
+            self.inner.load(token).await
+        }
+        async fn create(&self, data: SessionData) -> Result<Saved, SessionError> {
+            self.inner.create(data).await
+        }
+        async fn save(&self, l: &Loaded, d: &Delta) -> Result<Saved, SessionError> {
+            self.inner.save(l, d).await
+        }
+        async fn cycle_id(&self, l: &Loaded, d: &Delta) -> Result<Saved, SessionError> {
+            self.inner.cycle_id(l, d).await
+        }
+        async fn destroy(&self, l: &Loaded) -> Result<(), SessionError> {
+            self.inner.destroy(l).await
+        }
+        fn counters(&self) -> Counters {
+            self.inner.counters()
+        }
+    }
+
+    async fn stored(backend: &Arc<SlowLoads>, keys: &[&str]) -> String {
+        let s = Session::new(backend.clone(), None);
+        for k in keys {
+            s.insert(k, &1).unwrap();
+        }
+        match s.commit().await.unwrap() {
+            Commit::Issue { token, .. } => token,
+            other => panic!("expected a token, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn racing_readers_load_once_and_save_reloads() {
+        let backend = Arc::new(SlowLoads::default());
+        let token = stored(&backend, &["a", "b"]).await;
+        backend.loads.store(0, Ordering::SeqCst);
+        let s = Session::new(backend.clone(), Some(token));
+        let (a, b, keys) = tokio::join!(s.get::<u32>("a"), s.get::<u32>("b"), s.keys());
+        assert_eq!((a.unwrap(), b.unwrap()), (Some(1), Some(1)));
+        assert_eq!(keys.unwrap(), vec!["a", "b"]);
+        assert_eq!(
+            backend.loads.load(Ordering::SeqCst),
+            1,
+            "one load per request"
+        );
+        assert_eq!(s.record().await.unwrap().unwrap().record.data.len(), 2);
+        s.insert("c", &3).unwrap();
+        s.save().await.unwrap();
+        assert_eq!(s.get::<u32>("c").await.unwrap(), Some(3));
+        assert_eq!(
+            backend.loads.load(Ordering::SeqCst),
+            2,
+            "an explicit save reloads the session it wrote"
+        );
+    }
+
+    #[tokio::test]
+    async fn keys_merge_stored_keys_with_pending_writes_in_order() {
+        let backend = Arc::new(SlowLoads::default());
+        let token = stored(&backend, &["a", "c", "e", "g"]).await;
+        let s = Session::new(backend.clone(), Some(token));
+        assert_eq!(s.keys().await.unwrap(), vec!["a", "c", "e", "g"]);
+        s.insert("b", &2).unwrap();
+        s.insert("e", &5).unwrap();
+        s.remove("c");
+        s.insert("z", &26).unwrap();
+        s.remove("nothing");
+        assert_eq!(s.keys().await.unwrap(), vec!["a", "b", "e", "g", "z"]);
+        let mut seen = Vec::new();
+        s.for_each_key(|k| {
+            // The callback may use the session: no lock is held while it runs.
+            assert!(s.is_modified());
+            seen.push(k.to_owned());
+        })
+        .await
+        .unwrap();
+        assert_eq!(seen, vec!["a", "b", "e", "g", "z"]);
+        assert!(!s.is_empty().await.unwrap());
+
+        s.destroy();
+        assert!(
+            s.keys().await.unwrap().is_empty(),
+            "destroyed: nothing visible"
+        );
+        assert!(s.is_empty().await.unwrap());
+        s.insert("fresh", &1).unwrap();
+        assert_eq!(s.keys().await.unwrap(), vec!["fresh"]);
+    }
+
+    #[tokio::test]
+    async fn read_only_key_walks_see_stored_keys_and_can_use_the_session() {
+        let backend = Arc::new(SlowLoads::default());
+        let token = stored(&backend, &["cart.a", "cart.b", "user"]).await;
+        let s = Session::new(backend.clone(), Some(token));
+        let mut lines = 0;
+        s.for_each_key(|k| {
+            assert!(!s.is_modified());
+            lines += usize::from(k.starts_with("cart."));
+        })
+        .await
+        .unwrap();
+        assert_eq!(lines, 2);
+        let none = Session::new(backend, None);
+        assert!(none.keys().await.unwrap().is_empty());
+        assert!(none.is_empty().await.unwrap());
+        assert_eq!(none.commit().await.unwrap(), Commit::Unchanged);
+    }
 }
