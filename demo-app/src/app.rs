@@ -6,9 +6,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
 use axum::http::{StatusCode, header};
-use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
@@ -21,6 +20,7 @@ use crate::backends::Backend;
 use crate::config::DemoConfig;
 use crate::metrics::HttpMetrics;
 use crate::status;
+use crate::track::TrackLayer;
 
 /// Prefix of the session keys that hold cart lines (one key per SKU, so two tabs adding
 /// different items concurrently both win: each is its own delta).
@@ -36,7 +36,7 @@ pub struct AppState {
     /// The backend.
     pub backend: Backend,
     /// Request metrics.
-    pub metrics: HttpMetrics,
+    pub metrics: Arc<HttpMetrics>,
     /// When the node started.
     pub started: Instant,
 }
@@ -114,7 +114,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 pub fn router(config: &DemoConfig, backend: Backend) -> (Router, Arc<AppState>) {
     let state = Arc::new(AppState {
         node_id: config.node_id,
-        metrics: HttpMetrics::new(),
+        metrics: Arc::new(HttpMetrics::new()),
         started: Instant::now(),
         backend,
     });
@@ -138,25 +138,9 @@ pub fn router(config: &DemoConfig, backend: Backend) -> (Router, Arc<AppState>) 
             }
         })
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
-        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .layer(TrackLayer::new(state.metrics.clone()))
         .with_state(state.clone());
     (app, state)
-}
-
-/// Records each request's latency under its route template.
-async fn track(
-    State(state): State<Arc<AppState>>,
-    matched: Option<MatchedPath>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let route = matched.as_ref().map_or("other", |m| m.as_str()).to_owned();
-    let start = Instant::now();
-    let res = next.run(req).await;
-    state
-        .metrics
-        .record(&route, res.status().as_u16(), start.elapsed());
-    res
 }
 
 #[derive(Deserialize)]
@@ -238,12 +222,10 @@ async fn profile(
     session: Session,
 ) -> Result<Json<Value>, ApiError> {
     let user = user(&session).await?;
-    let cart_items = session
-        .keys()
-        .await?
-        .iter()
-        .filter(|k| k.starts_with(CART_PREFIX))
-        .count();
+    let mut cart_items = 0usize;
+    session
+        .for_each_key(|k| cart_items += usize::from(k.starts_with(CART_PREFIX)))
+        .await?;
     Ok(Json(
         json!({ "user": user, "node": state.node_id, "cart_items": cart_items }),
     ))

@@ -29,6 +29,7 @@ pub mod compare;
 pub mod config;
 pub mod metrics;
 pub mod status;
+pub mod track;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -90,6 +90,15 @@ impl HttpMetrics {
         self.requests.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Responses recorded under `route` (a route template, or `"other"`) per status class:
+    /// `[1xx, 2xx, 3xx, 4xx, 5xx]`. `None` for a route the demo does not have.
+    pub fn responses(&self, route: &str) -> Option<[u64; 5]> {
+        let (_, s) = self.routes.iter().find(|(r, _)| *r == route)?;
+        Some(std::array::from_fn(|i| {
+            s.by_class[i].load(Ordering::Relaxed)
+        }))
+    }
+
     /// Requests answered so far.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
