@@ -368,8 +368,8 @@ async fn run(cmd: Cmd) -> Result<()> {
                 options_nodes,
                 replicas_name,
                 ack,
-                options_secs,
                 machine::Machine::detect().summary(),
+                options_secs,
                 report.to_markdown()
             );
             println!("{md}");

@@ -5,8 +5,9 @@
 //! one is doing) against node 1 only. Two lag measurements:
 //!
 //! * **Visibility probes** (every mode): while the load runs, a probe logs a new user in on
-//!   node 1 and, from the moment the response arrives, polls every replica's `/status.json`
-//!   until its `sessions_held` shows the new session. The load only changes existing sessions,
+//!   node 1 and, from the moment the response arrives, polls every other node's `/status.json`
+//!   until the new session shows in `sessions_held` on every replica (all other nodes with
+//!   `replication = "all"`, any `k` of them with `replication = k`). The load only changes existing sessions,
 //!   so the count moves only with the probe's push: this is the true push visibility, measured
 //!   from outside, with the polling round trip as its resolution. (Reading the session on a
 //!   replica would not do: a replica whose copy is older than the client's token fetches it from
@@ -113,13 +114,17 @@ async fn held(client: &reqwest::Client, url: &str) -> Result<f64> {
 }
 
 /// Logs a new user in on `owner` every `every` until `until`, timing how long after the
-/// response every replica holds the new session.
+/// response `copies` of the other nodes hold the new session (every one of them with
+/// `replication = "all"`; its `k` backups with `replication = k`, which the harness cannot
+/// name from outside, so it waits for any `k` nodes' counts to grow).
 async fn probe(
     owner: String,
     replicas: Vec<String>,
+    copies: usize,
     every: Duration,
     until: Instant,
 ) -> Result<Probes> {
+    let copies = copies.clamp(1, replicas.len().max(1));
     let client = client::http_client()?;
     let mut out = Probes::default();
     let mut i = 0u64;
@@ -136,8 +141,9 @@ async fn probe(
             return Err(BenchError(format!("probe login answered {}", o.status)));
         }
         let mut waiting: Vec<usize> = (0..replicas.len()).collect();
+        let mut holding = 0;
         let mut seen = answered;
-        while !waiting.is_empty() && answered.elapsed() < Duration::from_secs(1) {
+        while holding < copies && answered.elapsed() < Duration::from_secs(1) {
             let mut still = Vec::new();
             for k in waiting {
                 let t = Instant::now();
@@ -145,13 +151,14 @@ async fn probe(
                 out.poll_ms.push(t.elapsed().as_secs_f64() * 1000.0);
                 if h > base[k] {
                     seen = Instant::now();
+                    holding += 1;
                 } else {
                     still.push(k);
                 }
             }
             waiting = still;
         }
-        if waiting.is_empty() {
+        if holding >= copies {
             out.visible_ms
                 .push(seen.duration_since(answered).as_secs_f64() * 1000.0);
         } else {
@@ -210,9 +217,14 @@ async fn measure(urls: &[String], options: &ReplicationOptions) -> Result<Replic
     let before = scrape(&client, &node1).await?;
 
     let tokens: Arc<Vec<String>> = Arc::new(tokens);
+    let copies = match options.replication {
+        Replication::All => urls.len() - 1,
+        Replication::Backups(k) => usize::from(k),
+    };
     let probes = tokio::spawn(probe(
         node1.clone(),
         urls[1..].to_vec(),
+        copies,
         Duration::from_millis(20),
         Instant::now() + options.duration,
     ));
