@@ -51,10 +51,16 @@ pub struct SoakOptions {
 
 impl SoakOptions {
     /// The warm-up excluded from the flatness verdict: three idle timeouts (the session
-    /// population is steady after one, the allocator after a few sweeps) or a tenth of the run,
-    /// whichever is longer, at most half the run.
+    /// population is steady after one, the allocator after a few sweeps), or one absolute
+    /// timeout plus one idle timeout when that is set (tombstones of logged-out sessions live
+    /// until their absolute deadline), or a tenth of the run, whichever is longest, at most
+    /// half the run.
     pub fn warmup(&self) -> Duration {
+        let tombstones = self
+            .absolute_timeout
+            .map_or(Duration::ZERO, |a| a + self.idle_timeout);
         (self.idle_timeout * 3)
+            .max(tombstones)
             .max(self.duration / 10)
             .min(self.duration / 2)
     }
@@ -683,6 +689,21 @@ mod tests {
         assert_eq!(o(1800, 30).warmup(), Duration::from_secs(180));
         assert_eq!(o(600, 30).warmup(), Duration::from_secs(90));
         assert_eq!(o(60, 30).warmup(), Duration::from_secs(30));
+        // Tombstones live one absolute timeout: the warm-up waits them out.
+        let short = SoakOptions {
+            absolute_timeout: Some(Duration::from_secs(300)),
+            ..o(1800, 30)
+        };
+        assert_eq!(short.warmup(), Duration::from_secs(330));
+        let long = SoakOptions {
+            absolute_timeout: Some(Duration::from_secs(8 * 3600)),
+            ..o(1800, 30)
+        };
+        assert_eq!(
+            long.warmup(),
+            Duration::from_secs(900),
+            "at most half the run"
+        );
     }
 
     #[test]
