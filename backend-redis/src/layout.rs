@@ -24,6 +24,8 @@ use session_core::{RawJson, SessionData, SessionId, SessionRecord};
 pub(crate) const DATA: &[u8] = b"d:";
 /// Prefix of metadata fields.
 pub(crate) const META: &[u8] = b"m:";
+/// The mark a cluster id cycle sets on the old key while it moves the session.
+pub(crate) const MOVED: &[u8] = b"m:moved";
 
 /// The Redis key of a session.
 pub(crate) fn session_key(prefix: &str, id: &SessionId) -> String {

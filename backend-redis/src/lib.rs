@@ -27,7 +27,7 @@
 //!
 //! | operation | how | N |
 //! |---|---|---|
-//! | load | script: check deadlines and the moved mark, then `HGETALL` (an expired hash that Redis has not evicted yet is never returned) | 1 |
+//! | load | `HGETALL` (Redis never returns a key past its TTL, which is the earlier deadline on the server's clock); a hash marked as moving by a cluster cycle counts as missing | 1 |
 //! | create | script: refuse an existing key, `HSET` data + metadata, `PEXPIREAT` | 1 |
 //! | save | script: refuse a missing/expired/moved session, `HDEL` removed keys, `HSET` set keys, bump version, refresh idle deadline and TTL | 1 |
 //! | touch | the save script with an empty delta (only the deadline moves); throttled by the [`ExpiryPolicy`](session_core::ExpiryPolicy) | 1 |

@@ -77,26 +77,6 @@ end
     };
 }
 
-/// Load: `KEYS[1]` session. Returns the whole hash, or nil when the session is missing, expired
-/// (even if Redis has not evicted it yet) or moved by a cycle. Read-only.
-pub(crate) static LOAD: LazyLock<Lua> = LazyLock::new(|| {
-    Lua::new(
-        "load",
-        concat!(
-            prelude!(),
-            r#"
-local m = redis.call('HMGET', KEYS[1], 'm:i', 'm:x', 'm:moved')
-if m[3] then return false end
-local idle, abs = tonumber(m[1]), tonumber(m[2])
-if idle and abs and now_ms() >= math.min(idle, abs) then return false end
-local h = redis.call('HGETALL', KEYS[1])
-if #h == 0 then return false end
-return h
-"#
-        ),
-    )
-});
-
 /// Save a delta: `KEYS[1]` session; `ARGV` = idle ms, number of set fields, the set
 /// field/value pairs, then the removed fields. Refreshes the idle deadline and the TTL; bumps
 /// the version only when the delta is not empty (an empty delta is a touch).
