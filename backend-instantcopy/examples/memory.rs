@@ -19,15 +19,25 @@
 //! | `state` | a `SessionState` in a `Vec` (no map, no index) |
 //! | `record` | an `Arc<SessionRecord>` in a `Vec` (no stamps, no placement) |
 //! | `data` | the `SessionData` alone in a `Vec` |
-//! | `packed` | a prototype of a one-allocation data layout (every key and value in one buffer behind a small offset table), to size a possible session-core change |
 //!
 //! For the `Vec` layers the report subtracts the `Vec` slot itself (its size is printed).
 //!
 //! On the development machine (glibc malloc, 1,000,000 sessions of 197 B payload), `node`
-//! measured 861 B per session (4.4 × the payload): 521 B are the `SessionData` (one `Vec`
-//! plus two allocations per key), 112 B the shared `Arc<SessionRecord>`, and the instant-copy
-//! state around them about 235 B (boxed state 112, packed per-key stamps 48, map slot about
-//! 50, expiry index about 25). The `packed` layer holds the same payload in 240 B.
+//! measured 636 B per session (3.2 × the payload): 288 B are the `SessionData`'s heap (one
+//! buffer holding every key and value, 197 B, plus a 32 B offset index, allocator overhead
+//! included), 112 B the shared `Arc<SessionRecord>` (which holds the map's 32 inline bytes),
+//! and the instant-copy state around them about 235 B (boxed state 112, packed per-key stamps
+//! 48, map slot about 50, expiry index about 25).
+//!
+//! Per layer, before and after `SessionData` moved from a vector of boxed keys and boxed values
+//! (two allocations per key plus the vector) to that one-buffer layout:
+//!
+//! | layer | before | after |
+//! |---|---|---|
+//! | `data` | 545 B | 320 B |
+//! | `record` | 641 B | 392 B |
+//! | `store` | 872 B | 627 B |
+//! | `node` | 861 B | 636 B |
 #![allow(clippy::print_stdout)]
 
 use std::sync::Arc;
@@ -51,7 +61,6 @@ enum Layer {
     State,
     Record,
     Data,
-    Packed,
 }
 
 struct Args {
@@ -79,13 +88,12 @@ fn parse_args() -> Result<Args, Error> {
                     "state" => Layer::State,
                     "record" => Layer::Record,
                     "data" => Layer::Data,
-                    "packed" => Layer::Packed,
                     other => return Err(format!("unknown layer {other:?}").into()),
                 }
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: memory [--sessions N] [--layer node|store|state|record|data|packed] \
+                    "usage: memory [--sessions N] [--layer node|store|state|record|data] \
                      [--backups K]"
                 );
                 std::process::exit(0);
@@ -147,22 +155,6 @@ fn session_data(i: u64) -> Result<SessionData, Error> {
     Ok(d)
 }
 
-/// The prototype one-allocation layout: `[n: u32][(key_len: u16, value_len: u32) × n][keys and
-/// values]` in one boxed slice.
-fn packed(d: &SessionData) -> Box<[u8]> {
-    let mut out = Vec::with_capacity(4 + 6 * d.len() + d.payload_len());
-    out.extend_from_slice(&(d.len() as u32).to_le_bytes());
-    for (k, v) in d.iter() {
-        out.extend_from_slice(&(k.len() as u16).to_le_bytes());
-        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-    }
-    for (k, v) in d.iter() {
-        out.extend_from_slice(k.as_bytes());
-        out.extend_from_slice(v.as_str().as_bytes());
-    }
-    out.into_boxed_slice()
-}
-
 fn policy() -> ExpiryPolicy {
     ExpiryPolicy::new(Duration::from_secs(30 * 60), Duration::from_secs(8 * 3600))
         .unwrap_or_default()
@@ -201,7 +193,6 @@ enum Held {
     States(Vec<SessionState>),
     Records(Vec<Arc<SessionRecord>>),
     Data(Vec<SessionData>),
-    Packed(Vec<Box<[u8]>>),
 }
 
 fn main() -> Result<(), Error> {
@@ -247,7 +238,6 @@ fn main() -> Result<(), Error> {
         Layer::State => size_of::<SessionState>(),
         Layer::Record => size_of::<Arc<SessionRecord>>(),
         Layer::Data => size_of::<SessionData>(),
-        Layer::Packed => size_of::<Box<[u8]>>(),
         Layer::Node | Layer::Store => 0,
     };
     let before = rss()?;
@@ -308,15 +298,6 @@ fn main() -> Result<(), Error> {
             }
             Held::Data(v)
         }
-        Layer::Packed => {
-            let mut v = Vec::with_capacity(n);
-            for i in 0..n as u64 {
-                let d = session_data(i)?;
-                payload += d.payload_len() as u64;
-                v.push(packed(&d));
-            }
-            Held::Packed(v)
-        }
     };
     let elapsed = started.elapsed();
     let after = rss()?;
@@ -336,7 +317,6 @@ fn main() -> Result<(), Error> {
         Held::States(v) => v.len(),
         Held::Records(v) => v.len(),
         Held::Data(v) => v.len(),
-        Held::Packed(v) => v.len(),
     };
     if held_count != n {
         return Err(format!("{held_count} sessions held, {n} expected").into());

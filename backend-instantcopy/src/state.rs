@@ -10,10 +10,13 @@
 //! updates). Writes to *different* keys never conflict; concurrent writes to the *same* key
 //! resolve deterministically and are counted as conflicts.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use session_core::{Delta, ExpiryPolicy, RawJson, SessionData, SessionId, SessionRecord};
+use session_core::{
+    Delta, ExpiryPolicy, RawJson, RawJsonStr, SessionData, SessionId, SessionRecord,
+};
 
 use crate::config::NodeId;
 
@@ -138,9 +141,13 @@ fn find_tomb(t: &[(Box<str>, Stamp)], key: &str) -> Result<usize, usize> {
 /// The total order writes to one key are merged by: the stamp, then (for two writes with the
 /// same stamp, which a correct clock never issues but two nodes configured with the same id
 /// would) the value, a removal first. Total, so copies converge whatever they receive.
-fn write_order(stamp: Stamp, value: Option<&RawJson>) -> (Stamp, Option<&str>) {
-    (stamp, value.map(RawJson::as_str))
+fn write_order(stamp: Stamp, value: Option<&RawJsonStr>) -> (Stamp, Option<&str>) {
+    (stamp, value.map(RawJsonStr::as_str))
 }
+
+/// The winning writes of one merge (or local write), by key, applied together: one rebuild of
+/// the session's data however many keys change.
+type Pending<'a> = BTreeMap<&'a str, (Stamp, Option<&'a RawJsonStr>)>;
 
 /// The same for placements: the stamp, then the placement itself.
 fn placement_order(p: &Placement) -> (Stamp, NodeId, &[NodeId]) {
@@ -236,10 +243,14 @@ impl SessionState {
             placement,
         };
         // As a merge into nothing: a key named twice keeps its newest write, in any order.
+        let mut pending = Pending::new();
         for e in &w.entries {
-            if s.incoming_wins(e) {
-                s.put(&e.key, e.stamp, e.value.clone());
+            if s.judge(&pending, e).0 {
+                pending.insert(&e.key, (e.stamp, e.value.as_deref()));
             }
+        }
+        if !s.put_all(&pending) {
+            return None;
         }
         s.refresh_version();
         Some(s)
@@ -297,55 +308,86 @@ impl SessionState {
         find_tomb(t, key).ok().map(|i| t[i].1)
     }
 
-    /// True when `e` is later than what this state records for its key (see `write_order`).
-    fn incoming_wins(&self, e: &WireEntry) -> bool {
-        self.stamp_of(&e.key).is_none_or(|local| {
-            write_order(e.stamp, e.value.as_ref())
-                > write_order(local, self.record.data.get(&e.key))
-        })
+    /// Whether `e` is later than what this state, with the `pending` writes of the same batch
+    /// on top, records for its key (see `write_order`), and, when it is not, whether it lost to
+    /// a concurrent write of another node with a different value (a conflict).
+    fn judge(&self, pending: &Pending<'_>, e: &WireEntry) -> (bool, bool) {
+        let (local, local_value) = match pending.get(e.key.as_str()) {
+            Some(&(stamp, value)) => (stamp, value),
+            None => match self.stamp_of(&e.key) {
+                Some(stamp) => (stamp, self.record.data.get(&e.key)),
+                None => return (true, false),
+            },
+        };
+        let value = e.value.as_deref();
+        if write_order(e.stamp, value) > write_order(local, local_value) {
+            return (true, false);
+        }
+        let conflict = local > e.stamp && local.node != e.stamp.node && local_value != value;
+        (false, conflict)
     }
 
     fn index_of(&self, key: &str) -> Option<usize> {
         self.record.data.position(key)
     }
 
-    /// Sets `key` to `value` (or removes it) with `stamp`, unconditionally.
-    fn put(&mut self, key: &str, stamp: Stamp, value: Option<RawJson>) {
+    /// Sets (or removes) every key of `pending` with its stamp, unconditionally, rebuilding the
+    /// data once. False (and nothing changed) if the data would pass its size limit.
+    fn put_all(&mut self, pending: &Pending<'_>) -> bool {
+        if pending.is_empty() {
+            return true;
+        }
+        // The stamps after the writes, aligned with the (sorted) keys: the same merge as the
+        // data's.
+        let mut stamps = Vec::with_capacity(self.stamps.len() + pending.len());
+        let mut old = self
+            .record
+            .data
+            .keys()
+            .zip(self.stamps.iter().copied())
+            .peekable();
+        for (&key, &(stamp, value)) in pending {
+            while let Some((_, s)) = old.next_if(|(k, _)| *k < key) {
+                stamps.push(s);
+            }
+            old.next_if(|(k, _)| *k == key);
+            if value.is_some() {
+                stamps.push(PackedStamp::from(stamp));
+            }
+        }
+        stamps.extend(old.map(|(_, s)| s));
+        stamps.shrink_to_fit();
         let r = Arc::make_mut(&mut self.record);
-        let packed = PackedStamp::from(stamp);
-        match value {
-            Some(v) => {
-                if let Some(t) = &mut self.tombstones {
-                    if let Ok(i) = find_tomb(t, key) {
+        if let Err(e) = r
+            .data
+            .apply_writes(pending.iter().map(|(&k, &(_, v))| (k, v)))
+        {
+            tracing::warn!(error = %e, "replicated write refused");
+            return false;
+        }
+        self.stamps = stamps;
+        for (&key, &(stamp, value)) in pending {
+            match value {
+                Some(_) => {
+                    if let Some(t) = &mut self.tombstones
+                        && let Ok(i) = find_tomb(t, key)
+                    {
                         t.remove(i);
                     }
-                    if t.is_empty() {
-                        self.tombstones = None;
+                }
+                None => {
+                    let t = self.tombstones.get_or_insert_with(Box::default);
+                    match find_tomb(t, key) {
+                        Ok(i) => t[i].1 = stamp,
+                        Err(i) => t.insert(i, (key.into(), stamp)),
                     }
-                }
-                let added = r.data.insert(key, v).is_none();
-                // Keep stamps aligned with the (sorted) data entries.
-                let pos = r.data.position(key).unwrap_or(0);
-                if added {
-                    self.stamps.insert(pos.min(self.stamps.len()), packed);
-                } else if let Some(s) = self.stamps.get_mut(pos) {
-                    *s = packed;
-                }
-            }
-            None => {
-                if let Some(pos) = r.data.position(key) {
-                    r.data.remove(key);
-                    if pos < self.stamps.len() {
-                        self.stamps.remove(pos);
-                    }
-                }
-                let t = self.tombstones.get_or_insert_with(Box::default);
-                match find_tomb(t, key) {
-                    Ok(i) => t[i].1 = stamp,
-                    Err(i) => t.insert(i, (key.into(), stamp)),
                 }
             }
         }
+        if self.tombstones.as_ref().is_some_and(|t| t.is_empty()) {
+            self.tombstones = None;
+        }
+        true
     }
 
     /// Applies a local write (delta + touch) stamped `stamp` and returns the update to send.
@@ -357,8 +399,9 @@ impl SessionState {
         policy: &ExpiryPolicy,
     ) -> WireState {
         let mut entries = Vec::with_capacity(delta.set.len() + delta.removed.len());
+        let mut pending = Pending::new();
         for k in &delta.removed {
-            self.put(k, stamp, None);
+            pending.insert(k, (stamp, None));
             entries.push(WireEntry {
                 key: k.to_string(),
                 stamp,
@@ -366,13 +409,14 @@ impl SessionState {
             });
         }
         for (k, v) in &delta.set {
-            self.put(k, stamp, Some(v.clone()));
+            pending.insert(k, (stamp, Some(v)));
             entries.push(WireEntry {
                 key: k.to_string(),
                 stamp,
                 value: Some(v.clone()),
             });
         }
+        self.put_all(&pending);
         self.touch(stamp, now, policy);
         let mut w = self.header(false);
         w.entries = entries;
@@ -427,7 +471,7 @@ impl SessionState {
             .map(|((k, v), s)| WireEntry {
                 key: k.to_owned(),
                 stamp: s.get(),
-                value: Some(v.clone()),
+                value: Some(v.to_owned()),
             })
             .chain(self.tombs().iter().map(|(k, s)| WireEntry {
                 key: k.to_string(),
@@ -480,17 +524,17 @@ impl SessionState {
             self.touched = w.touched;
             out.changed = true;
         }
+        let mut pending = Pending::new();
         for e in &w.entries {
-            if self.incoming_wins(e) {
-                self.put(&e.key, e.stamp, e.value.clone());
-                out.changed = true;
-            } else if let Some(local) = self.stamp_of(&e.key)
-                && local > e.stamp
-                && local.node != e.stamp.node
-                && self.record.data.get(&e.key) != e.value.as_ref()
-            {
+            let (wins, conflict) = self.judge(&pending, e);
+            if wins {
+                pending.insert(&e.key, (e.stamp, e.value.as_deref()));
+            } else if conflict {
                 out.conflicts += 1;
             }
+        }
+        if !pending.is_empty() && self.put_all(&pending) {
+            out.changed = true;
         }
         if let Some(p) = &w.placement
             && placement_order(p) > placement_order(&self.placement)

@@ -11,7 +11,7 @@
 //!   precision). As strings they pass through byte for byte, and every key works (no JSON-path
 //!   quoting of arbitrary keys is ever needed).
 
-use session_core::{Delta, RawJson, SessionData};
+use session_core::{Delta, RawJson, RawJsonStr, SessionData};
 
 /// Why stored data could not be decoded (the row is then treated as corrupt).
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +76,9 @@ pub(crate) fn decode_sqlite(text: &str) -> Result<SessionData, CorruptData> {
 
 #[cfg(feature = "sqlite")]
 /// Encodes a map in SQLite's wrapped form.
-pub(crate) fn encode_sqlite<'a>(entries: impl Iterator<Item = (&'a str, &'a RawJson)>) -> String {
+pub(crate) fn encode_sqlite<'a>(
+    entries: impl Iterator<Item = (&'a str, &'a RawJsonStr)>,
+) -> String {
     let map: serde_json::Map<String, serde_json::Value> = entries
         .map(|(k, v)| {
             (

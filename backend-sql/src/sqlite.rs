@@ -212,7 +212,7 @@ impl SqliteStore {
             .bind(id_bytes(id))
             .bind(codec::touched_keys_json(delta))
             .bind(codec::encode_sqlite(
-                delta.set.iter().map(|(k, v)| (&**k, v)),
+                delta.set.iter().map(|(k, v)| (&**k, &**v)),
             ))
             .bind(stamp.now)
             .bind(stamp.idle_ms)
@@ -259,7 +259,7 @@ impl SqliteStore {
             .bind(id_bytes(old))
             .bind(codec::touched_keys_json(delta))
             .bind(codec::encode_sqlite(
-                delta.set.iter().map(|(k, v)| (&**k, v)),
+                delta.set.iter().map(|(k, v)| (&**k, &**v)),
             ))
             .bind(stamp.now)
             .bind(stamp.idle_ms)

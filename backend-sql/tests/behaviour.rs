@@ -12,8 +12,8 @@ use backend_sql::{SqlBackend, schema_sql};
 use common::{Db, backend, create, exec, metric, policy, rows, scalar};
 use serde_json::json;
 use session_core::{
-    Commit, Delta, ExpiryPolicy, KeyRing, RawJson, Secret, Session, SessionBackend, SessionError,
-    TokenSigner,
+    Commit, Delta, ExpiryPolicy, KeyRing, RawJson, RawJsonStr, Secret, Session, SessionBackend,
+    SessionError, TokenSigner,
 };
 
 /// Runs `scenario` on PostgreSQL and on SQLite.
@@ -298,7 +298,7 @@ async fn values_and_keys_round_trip_exactly(db: &Db) {
     let l = b.load(&token).await.unwrap().unwrap();
     for (k, v) in &cases {
         assert_eq!(
-            l.record.data.get(k).map(RawJson::as_str),
+            l.record.data.get(k).map(RawJsonStr::as_str),
             Some(*v),
             "key {k:?}"
         );

@@ -81,7 +81,10 @@ pub use keys::{KeyError, KeyRing, MIN_SECRET_LEN, Secret};
 #[cfg(feature = "axum")]
 pub use layer::{MissingSessionLayer, SessionConfig, SessionLayer, SessionService, TokenTransport};
 pub use memory::MemoryBackend;
-pub use record::{Delta, Loaded, RawJson, Saved, SessionData, SessionRecord, now_millis};
+pub use record::{
+    Delta, Loaded, MAX_PAYLOAD_LEN, PayloadTooLarge, RawJson, RawJsonStr, Saved, SessionData,
+    SessionRecord, now_millis,
+};
 pub use session::{Commit, Session};
 pub use token::{
     MAX_ID_TOKEN_LEN, MAX_ROUTING_LEN, MAX_SEALED_TOKEN_LEN, TAG_LEN, TOKEN_VERSION, TokenSigner,

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use crate::backend::SessionBackend;
 use crate::error::SessionError;
 use crate::id::SessionId;
-use crate::record::{Delta, Loaded, RawJson, SessionData, now_millis};
+use crate::record::{Delta, Loaded, RawJson, RawJsonStr, SessionData, now_millis};
 
 /// What the client must be told after a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,7 +175,7 @@ impl Session {
         Ok(self
             .loaded()
             .await?
-            .and_then(|l| l.record.data.get(key).cloned()))
+            .and_then(|l| l.record.data.get(key).map(RawJsonStr::to_owned)))
     }
 
     /// The value for `key`, decoded as `T`.

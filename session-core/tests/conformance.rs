@@ -72,7 +72,7 @@ impl SessionBackend for Broken {
                 }
             }
             for (k, v) in snapshot.iter() {
-                overwrite.set(k, v.clone());
+                overwrite.set(k, v.to_owned());
             }
             return self.inner.save(loaded, &overwrite).await;
         }
