@@ -46,8 +46,9 @@
 //! * **No silent drops, no resurrection.** If the session expired or was destroyed between
 //!   load and save, the save fails with [`SessionError::Gone`](session_core::SessionError::Gone)
 //!   and nothing is recreated.
-//! * **Expiry by Redis, from both deadlines.** Idle (sliding) and absolute timeouts, checked
-//!   again on every load.
+//! * **Expiry by Redis, from both deadlines.** Idle (sliding) and absolute timeouts: the key's
+//!   TTL is the earlier deadline (Redis' clock), so a dead session never loads, and every save
+//!   checks both deadlines again.
 //! * **Outages are typed.** A down or unreachable Redis gives
 //!   [`SessionError::Unavailable`](session_core::SessionError::Unavailable) within the
 //!   configured timeouts, never a hang; the axum layer then sets no cookie for an unsaved new
