@@ -117,10 +117,18 @@ pub struct LocalCluster {
     show_logs: bool,
 }
 
-fn free_addr() -> std::io::Result<SocketAddr> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    l.local_addr()
+/// `n` distinct free loopback addresses: every listener is held until all are chosen, so the
+/// kernel cannot hand one port out twice.
+fn free_addrs(n: usize) -> std::io::Result<Vec<SocketAddr>> {
+    let listeners = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    listeners.iter().map(|l| l.local_addr()).collect()
 }
+
+/// How many times [`LocalCluster::start`] tries with fresh ports when a node exits while
+/// starting (a port chosen free can be taken by another process before the node binds it).
+const START_ATTEMPTS: usize = 3;
 
 /// A fresh random cluster secret (48 random bytes, URL-safe base64).
 pub fn random_secret() -> String {
@@ -132,15 +140,36 @@ pub fn random_secret() -> String {
 impl LocalCluster {
     /// Spawns the nodes of `spec` from `binary` (the demo-app executable) and waits until every
     /// node answers `/healthz`.
+    ///
+    /// Ports are chosen free on loopback just before the nodes start; if a node exits while
+    /// starting (another process may have taken its port in between), the whole cluster is
+    /// stopped and started again on fresh ports, up to three times. A node that keeps exiting
+    /// (a bad config, say) fails with [`ClusterError::NotReady`].
     pub async fn start(binary: &Path, spec: &ClusterSpec) -> Result<Self, ClusterError> {
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(binary, spec).await {
+                Err(ClusterError::NotReady { node, exit, .. })
+                    if !exit.is_empty() && attempt < START_ATTEMPTS =>
+                {
+                    tracing::warn!(
+                        node,
+                        exit,
+                        attempt,
+                        "a node exited while starting; retrying on fresh ports"
+                    );
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn start_once(binary: &Path, spec: &ClusterSpec) -> Result<Self, ClusterError> {
         let secret = random_secret();
         let spawn_err = |node: u16| move |source| ClusterError::Spawn { node, source };
-        let mut apps = Vec::new();
-        let mut clusters = Vec::new();
-        for i in 1..=spec.nodes as u16 {
-            apps.push(free_addr().map_err(spawn_err(i))?);
-            clusters.push(free_addr().map_err(spawn_err(i))?);
-        }
+        let addrs = free_addrs(2 * spec.nodes).map_err(spawn_err(1))?;
+        let (apps, clusters) = addrs.split_at(spec.nodes);
         let members: Vec<String> = clusters
             .iter()
             .enumerate()
