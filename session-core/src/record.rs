@@ -356,24 +356,11 @@ impl Builder {
         }
         // Out of order or repeated keys (a hand-written or foreign encoding): sort, and keep
         // the last value of a repeated key, as inserting the entries one by one would.
-        let mut order: Vec<usize> = (0..data.len()).collect();
-        order.sort_by(|&a, &b| data.key_at(a).cmp(data.key_at(b)));
-        let mut keep: Vec<usize> = Vec::with_capacity(order.len());
-        for i in order {
-            match keep.last_mut() {
-                Some(last) if data.key_at(*last) == data.key_at(i) => *last = i,
-                _ => keep.push(i),
-            }
-        }
-        let bytes = keep
-            .iter()
-            .map(|&i| data.key_at(i).len() + data.value_at(i).len())
-            .sum();
-        let mut b = Builder::with_capacity(bytes, keep.len());
-        for i in keep {
-            b.push(data.key_at(i), data.value_at(i).as_str());
-        }
-        b.finish()
+        let mut writes: Vec<Write<'_>> = data.iter().map(|(k, v)| (k, Some(v))).collect();
+        normalize(&mut writes);
+        let mut sorted = SessionData::new();
+        sorted.apply_sorted(&writes)?;
+        Ok(sorted)
     }
 }
 
@@ -383,18 +370,14 @@ type Write<'a> = (&'a str, Option<&'a RawJsonStr>);
 /// Sorts `writes` by key, keeping the last write of a repeated key (stable: the order of the
 /// batch decides).
 fn normalize(writes: &mut Vec<Write<'_>>) {
-    if writes.windows(2).all(|w| w[0].0 < w[1].0) {
-        return;
-    }
     writes.sort_by(|a, b| a.0.cmp(b.0));
-    let mut out: Vec<Write<'_>> = Vec::with_capacity(writes.len());
-    for w in writes.drain(..) {
-        match out.last_mut() {
-            Some(last) if last.0 == w.0 => *last = w,
-            _ => out.push(w),
+    // `dedup_by` keeps the first of a run; copy each later write over it before dropping it.
+    writes.dedup_by(|later, kept| {
+        later.0 == kept.0 && {
+            *kept = *later;
+            true
         }
-    }
-    *writes = out;
+    });
 }
 
 impl SessionData {
@@ -643,18 +626,17 @@ impl fmt::Debug for SessionData {
 }
 
 impl FromIterator<(String, RawJson)> for SessionData {
-    /// Collects entries; a key given twice keeps its last value. Entries past
-    /// [`MAX_PAYLOAD_LEN`] are dropped (with a warning).
+    /// Collects entries; a key given twice keeps its last value. Entries that together pass
+    /// [`MAX_PAYLOAD_LEN`] give an empty map (with a warning).
     fn from_iter<I: IntoIterator<Item = (String, RawJson)>>(iter: I) -> Self {
-        let entries: Vec<(String, RawJson)> = iter.into_iter().collect();
-        let mut d = SessionData::new();
-        let writes = entries
-            .iter()
-            .map(|(k, v)| (k.as_str(), Some(v.as_raw_json_str())));
-        if let Err(e) = d.apply_writes(writes) {
-            tracing::warn!(error = %e, "session values dropped");
+        let mut b = Builder::with_capacity(0, 0);
+        for (k, v) in iter {
+            b.push(&k, v.as_str());
         }
-        d
+        b.finish().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "session values dropped");
+            SessionData::new()
+        })
     }
 }
 
