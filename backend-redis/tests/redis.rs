@@ -61,6 +61,31 @@ async fn load(b: &RedisBackend, token: &str) -> Loaded {
     b.load(token).await.unwrap().expect("session should exist")
 }
 
+/// A new one-key session, loaded, then one field of its hash set behind the backend's back.
+/// Returns the token, the loaded session, its Redis key and the raw connection used.
+async fn with_raw_field(
+    b: &RedisBackend,
+    field: &str,
+    value: impl redis::ToRedisArgs,
+) -> (String, Loaded, String, MultiplexedConnection) {
+    let token = b
+        .create(data(&[("k", serde_json::json!(1))]))
+        .await
+        .unwrap()
+        .token;
+    let l = load(b, &token).await;
+    let key = b.key_of(&l.record.id);
+    let mut con = raw(&redis_url()).await;
+    let _: () = redis::cmd("HSET")
+        .arg(&key)
+        .arg(field)
+        .arg(value)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    (token, l, key, con)
+}
+
 /// Deletes the factory's keys when the test ends, even on failure.
 struct Cleanup(RedisConfig);
 impl Drop for Cleanup {
@@ -175,22 +200,8 @@ async fn expired_between_load_and_save_is_reported_not_recreated() {
 async fn an_expired_hash_not_yet_evicted_is_never_returned() {
     let (f, _cleanup) = shared();
     let b = f.backend(ExpiryPolicy::default()).await.unwrap();
-    let token = b
-        .create(data(&[("k", serde_json::json!(1))]))
-        .await
-        .unwrap()
-        .token;
-    let l = load(&b, &token).await;
-    let key = b.key_of(&l.record.id);
-    let mut con = raw(&redis_url()).await;
     // Move the idle deadline into the past but keep the key alive in Redis (no TTL at all).
-    let _: () = redis::cmd("HSET")
-        .arg(&key)
-        .arg("m:i")
-        .arg(1_000)
-        .query_async(&mut con)
-        .await
-        .unwrap();
+    let (token, l, key, mut con) = with_raw_field(&b, "m:i", 1_000).await;
     let _: () = redis::cmd("PERSIST")
         .arg(&key)
         .query_async(&mut con)
@@ -207,21 +218,7 @@ async fn an_expired_hash_not_yet_evicted_is_never_returned() {
 async fn a_hash_marked_as_moving_by_a_cluster_cycle_does_not_load() {
     let (f, _cleanup) = shared();
     let b = f.backend(ExpiryPolicy::default()).await.unwrap();
-    let token = b
-        .create(data(&[("k", serde_json::json!(1))]))
-        .await
-        .unwrap()
-        .token;
-    let l = load(&b, &token).await;
-    let key = b.key_of(&l.record.id);
-    let mut con = raw(&redis_url()).await;
-    let _: () = redis::cmd("HSET")
-        .arg(&key)
-        .arg("m:moved")
-        .arg("new-id")
-        .query_async(&mut con)
-        .await
-        .unwrap();
+    let (token, l, _, _) = with_raw_field(&b, "m:moved", "new-id").await;
     assert!(b.load(&token).await.unwrap().is_none());
     assert!(matches!(
         b.save(&l, &delta_set(&[("k", serde_json::json!(2))])).await,
@@ -377,21 +374,7 @@ async fn each_operation_is_one_round_trip_and_bad_tokens_none() {
 async fn a_corrupt_hash_is_deleted_once_and_loads_as_none() {
     let (f, _cleanup) = shared();
     let b = f.backend(ExpiryPolicy::default()).await.unwrap();
-    let token = b
-        .create(data(&[("k", serde_json::json!(1))]))
-        .await
-        .unwrap()
-        .token;
-    let l = load(&b, &token).await;
-    let key = b.key_of(&l.record.id);
-    let mut con = raw(&redis_url()).await;
-    let _: () = redis::cmd("HSET")
-        .arg(&key)
-        .arg("d:k")
-        .arg("{not json")
-        .query_async(&mut con)
-        .await
-        .unwrap();
+    let (token, _, key, mut con) = with_raw_field(&b, "d:k", "{not json").await;
     assert!(b.load(&token).await.unwrap().is_none());
     let exists: u64 = redis::cmd("EXISTS")
         .arg(&key)
