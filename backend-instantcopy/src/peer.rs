@@ -607,13 +607,12 @@ impl Peers {
                 tracing::debug!(peer = %peer.id, error = %e, "push failed");
                 peer.push_failures.inc();
                 peer.needs_resync.store(true, Ordering::Release);
-                match &e {
-                    // Refused outright: confirm now, so waiting writers can route around it.
-                    CallError::Unreachable(inner) if inner.is_connect() => {
-                        self.confirm(peer).await;
-                    }
-                    CallError::Unreachable(_) => self.suspect(peer),
-                    _ => {}
+                // Unreachable (refused, reset, timed out): confirm with a probe before the
+                // waiting writers hear of the failure, so that when they look the peer is
+                // already down and they route around it. A pooled connection to a killed peer
+                // fails as a reset, not as a refused connect, so every kind is confirmed here.
+                if let CallError::Unreachable(_) = &e {
+                    self.confirm(peer).await;
                 }
                 Err(e)
             }
