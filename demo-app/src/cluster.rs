@@ -72,15 +72,21 @@ pub enum ClusterError {
         #[source]
         source: std::io::Error,
     },
-    /// A node did not answer `/healthz` in time (it may have exited; its log says why).
-    #[error("node {node} did not become ready within {secs} s{exit}")]
+    /// A node did not answer `/healthz` in time.
+    #[error("node {node} did not become ready within {secs} s")]
     NotReady {
         /// The node id.
         node: u16,
         /// How long we waited.
         secs: u64,
-        /// The exit status, if it exited.
-        exit: String,
+    },
+    /// A node exited while starting (its log, shown with `show_logs`, says why).
+    #[error("node {node} exited while starting ({status}); run with logs to see why")]
+    Exited {
+        /// The node id.
+        node: u16,
+        /// Its exit status.
+        status: std::process::ExitStatus,
     },
     /// A request-level problem.
     #[error("{0}")]
@@ -144,17 +150,15 @@ impl LocalCluster {
     /// Ports are chosen free on loopback just before the nodes start; if a node exits while
     /// starting (another process may have taken its port in between), the whole cluster is
     /// stopped and started again on fresh ports, up to three times. A node that keeps exiting
-    /// (a bad config, say) fails with [`ClusterError::NotReady`].
+    /// (a bad config, say) fails with [`ClusterError::Exited`].
     pub async fn start(binary: &Path, spec: &ClusterSpec) -> Result<Self, ClusterError> {
         let mut attempt = 1;
         loop {
             match Self::start_once(binary, spec).await {
-                Err(ClusterError::NotReady { node, exit, .. })
-                    if !exit.is_empty() && attempt < START_ATTEMPTS =>
-                {
+                Err(ClusterError::Exited { node, status }) if attempt < START_ATTEMPTS => {
                     tracing::warn!(
                         node,
-                        exit,
+                        %status,
                         attempt,
                         "a node exited while starting; retrying on fresh ports"
                     );
@@ -305,17 +309,15 @@ impl LocalCluster {
                     break;
                 }
                 if let Ok(Some(status)) = child.try_wait() {
-                    return Err(ClusterError::NotReady {
+                    return Err(ClusterError::Exited {
                         node: node.id,
-                        secs: timeout.as_secs(),
-                        exit: format!(" (it exited with {status}; run with logs to see why)"),
+                        status,
                     });
                 }
                 if tokio::time::Instant::now() >= deadline {
                     return Err(ClusterError::NotReady {
                         node: node.id,
                         secs: timeout.as_secs(),
-                        exit: String::new(),
                     });
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;

@@ -55,3 +55,27 @@ fn a_missing_secret_outside_dev_mode_is_a_startup_error() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("at least 32 bytes"), "{}", stderr(&o));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_cluster_whose_nodes_exit_at_start_fails_with_their_exit_status() {
+    use demo_app::cluster::{ClusterError, ClusterSpec, LocalCluster};
+    use demo_app::config::BackendKind;
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "[session]\nidle_timeout = \"forever\"\n").unwrap();
+    let mut spec = ClusterSpec::new(2, BackendKind::Instantcopy);
+    spec.config_file = Some(file);
+    let started = std::time::Instant::now();
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_demo-app"));
+    match LocalCluster::start(binary, &spec).await {
+        // Every attempt (on fresh ports) exits the same way; the last one is reported, at once
+        // rather than after the readiness timeout.
+        Err(ClusterError::Exited { node: 1, status }) => {
+            assert_eq!(status.code(), Some(2), "{status}");
+            assert!(started.elapsed() < std::time::Duration::from_secs(30));
+        }
+        Err(other) => panic!("expected the node's exit, got {other}"),
+        Ok(_) => panic!("a cluster with an invalid config started"),
+    }
+}
