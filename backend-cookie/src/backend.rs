@@ -209,10 +209,8 @@ impl SessionBackend for CookieBackend {
         // A cookie sealed with a retired key is re-sealed with the current one on this very
         // request (an empty save), so rotation completes as users come back.
         Ok(Some(Loaded {
-            record: Arc::new(payload.record),
-            token: Arc::from(token),
-            routing: Vec::new(),
             reissue: key_index > 0,
+            ..Loaded::new(Arc::new(payload.record), token, Vec::new())
         }))
     }
 

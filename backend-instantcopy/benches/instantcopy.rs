@@ -246,8 +246,10 @@ fn wire_encoding(c: &mut Criterion) {
         let b = batch(n, full);
         let pc = wire::encode(&b).unwrap();
         let js = serde_json::to_vec(&b).unwrap();
-        let (_, pc_sealed) = seal.seal_request("POST", wire::PATH_PUSH, NodeId(1), 1, &pc);
-        let (_, js_sealed) = seal.seal_request("POST", wire::PATH_PUSH, NodeId(1), 1, &js);
+        let (_, pc_sealed) =
+            seal.seal_request("POST", wire::PATH_PUSH, NodeId(1), NodeId(2), 1, &pc);
+        let (_, js_sealed) =
+            seal.seal_request("POST", wire::PATH_PUSH, NodeId(1), NodeId(2), 1, &js);
         println!(
             "  {label:>22} | {:>6} / {:>6} | {:>6} / {:>6}",
             pc.len(),
@@ -278,10 +280,17 @@ fn wire_encoding(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("json_decode", n), |bn| {
             bn.iter(|| black_box(serde_json::from_slice::<PushBatch>(black_box(&js)).unwrap()))
         });
-        let (_, sealed) = seal.seal_request("POST", wire::PATH_PUSH, NodeId(1), 1, &pc);
+        let (_, sealed) = seal.seal_request("POST", wire::PATH_PUSH, NodeId(1), NodeId(2), 1, &pc);
         g.bench_function(BenchmarkId::new("postcard_seal", n), |bn| {
             bn.iter(|| {
-                black_box(seal.seal_request("POST", wire::PATH_PUSH, NodeId(1), 1, black_box(&pc)))
+                black_box(seal.seal_request(
+                    "POST",
+                    wire::PATH_PUSH,
+                    NodeId(1),
+                    NodeId(2),
+                    1,
+                    black_box(&pc),
+                ))
             })
         });
         g.bench_function(BenchmarkId::new("postcard_open", n), |bn| {
@@ -290,12 +299,16 @@ fn wire_encoding(c: &mut Criterion) {
                     seal.open_request(
                         "POST",
                         wire::PATH_PUSH,
-                        Some("1"),
-                        Some("1"),
+                        wire::RequestHeaders {
+                            from: Some("1"),
+                            to: Some("2"),
+                            time: Some("1"),
+                        },
                         black_box(&sealed),
                         1,
                         1_000,
-                        |_| true,
+                        NodeId(2),
+                        false,
                     )
                     .unwrap(),
                 )

@@ -1,5 +1,5 @@
-//! Configuration: who this node is, who the members are, how many copies a session gets and how
-//! long a write waits for them.
+//! Configuration: who this node is, how it finds the cluster, how many copies a session gets,
+//! how long a write waits for them, and the timings of membership, anti-entropy and drain.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -122,19 +122,46 @@ impl std::str::FromStr for Ack {
     }
 }
 
+/// What a read does when the newest copy of a session is out of reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnUnreachable {
+    /// Refuse the read with `SessionError::Unavailable` (the layer answers 503 with
+    /// `Retry-After` and leaves the client's token alone): a client never sees a copy older
+    /// than its own last write. Once membership confirms the newer holders are gone, the newest
+    /// surviving copy is served.
+    #[default]
+    Unavailable,
+    /// Serve the newest copy that can be reached, even if it is older than the client's token,
+    /// marked stale (`Loaded::stale`, the `x-session-stale` response header and the
+    /// `stale_serves_total` metric). Writes to such a session are still refused.
+    Stale,
+}
+
+impl fmt::Display for OnUnreachable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OnUnreachable::Unavailable => "unavailable",
+            OnUnreachable::Stale => "stale",
+        })
+    }
+}
+
 /// Everything an instant-copy node needs except its secrets (which come as a
 /// [`KeyRing`](session_core::KeyRing)).
+///
+/// Membership is dynamic: a node is started with its own stable `node_id` and a few `seeds`
+/// (any members' cluster addresses, or a DNS name that resolves to several of them, such as a
+/// Kubernetes headless Service), and learns every other member by authenticated gossip. The
+/// older static `members` list still works: its addresses are used as seeds.
 ///
 /// ```
 /// use backend_instantcopy::{Config, Replication, Ack};
 /// let config: Config = serde_json::from_value(serde_json::json!({
-///     "node_id": 1,
-///     "cluster_addr": "10.0.0.1:7001",
-///     "members": [
-///         {"id": 1, "addr": "10.0.0.1:7001"},
-///         {"id": 2, "addr": "10.0.0.2:7001"},
-///         {"id": 3, "addr": "10.0.0.3:7001"}
-///     ],
+///     "node_id": 2,
+///     "cluster_addr": "0.0.0.0:7001",
+///     "advertise_addr": "10.0.0.2:7001",
+///     "seeds": ["sessions-headless.default.svc.cluster.local:7001"],
 ///     "replication": 1,
 ///     "ack": "one",
 ///     "request_timeout": "800ms"
@@ -146,16 +173,37 @@ impl std::str::FromStr for Ack {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// This node's id; must be one of `members`.
+    /// This node's id: unique in the cluster and stable across restarts (for example a
+    /// StatefulSet ordinal + 1, given through an environment variable). A second live node
+    /// claiming the same id is refused at start.
     pub node_id: NodeId,
-    /// Where this node's cluster port listens (must differ from the app's port).
+    /// Where this node's cluster port listens, TCP for peer requests and UDP for membership
+    /// gossip on the same port number (must differ from the app's port).
     pub cluster_addr: SocketAddr,
-    /// Every member of the cluster, this node included.
+    /// The address peers use to reach this node (`ip:port` or `host:port`, resolved once at
+    /// start). Defaults to `cluster_addr` unless that is a wildcard address, in which case it
+    /// must be set (for example to the pod IP).
+    pub advertise_addr: Option<String>,
+    /// Where to find the cluster: `host:port` of any members' cluster ports. A host may be a
+    /// DNS name resolving to several addresses; names are resolved again every
+    /// `seed_refresh_interval`, so members that appear later are found. This node's own address
+    /// may be among them. Empty (and no `members`): this node starts a new cluster.
+    pub seeds: Vec<String>,
+    /// The older static member list (`{ id, addr }`); still accepted, and used as seeds.
     pub members: Vec<Member>,
+    /// How often seed names are resolved and contacted again.
+    #[serde(with = "humantime_serde")]
+    pub seed_refresh_interval: Duration,
+    /// How long a starting node tries to reach its seeds before it decides it is the first
+    /// member (and is ready without a sync).
+    #[serde(with = "humantime_serde")]
+    pub join_timeout: Duration,
     /// How many copies each session gets.
     pub replication: Replication,
     /// When a write may be acknowledged to the client.
     pub ack: Ack,
+    /// What a read does when the newest copy is out of reach.
+    pub on_unreachable: OnUnreachable,
     /// Time to open a TCP connection to a peer.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
@@ -165,17 +213,18 @@ pub struct Config {
     /// How long a write waits for acknowledgements under `ack = one | all`.
     #[serde(with = "humantime_serde")]
     pub ack_timeout: Duration,
-    /// Interval between health probes of each peer.
+    /// The membership protocol's probe period (SWIM): each period one random member is
+    /// pinged directly, then through others if it does not answer.
     #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Duration,
-    /// Consecutive failed probes after which a peer is considered down.
+    /// A member that stays suspected for this many probe periods is declared down.
     pub failure_threshold: u32,
-    /// Accepted age of a signed peer request (and clock skew between nodes).
+    /// Accepted age of a sealed peer message (and clock skew between nodes).
     #[serde(with = "humantime_serde")]
     pub replay_window: Duration,
     /// Largest peer request or response body.
     pub max_body_bytes: usize,
-    /// Most updates sent to one peer in one batch.
+    /// Most updates sent to one peer in one batch (also the batch size of syncs and drains).
     pub max_batch: usize,
     /// Updates queued per peer before writers wait (backpressure).
     pub queue_capacity: usize,
@@ -186,6 +235,18 @@ pub struct Config {
     /// checked against the version in the client's token, so it is never served stale to that
     /// client.
     pub keep_fetched_copies: bool,
+    /// How often each pair of members compares what they hold (a digest exchange whose cost
+    /// follows the number of differences) and repairs what differs, so a replica that missed
+    /// updates converges without client traffic.
+    #[serde(with = "humantime_serde")]
+    pub anti_entropy_interval: Duration,
+    /// How long a graceful shutdown waits for the sessions this node holds to reach their new
+    /// holders before it exits anyway (logging what it left behind).
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// Most sessions per second moved to a newly joined member when placements are rebalanced
+    /// (`replication = k`).
+    pub rebalance_rate: u32,
 }
 
 impl Default for Config {
@@ -194,12 +255,14 @@ impl Default for Config {
         Config {
             node_id: NodeId(1),
             cluster_addr: addr,
-            members: vec![Member {
-                id: NodeId(1),
-                addr,
-            }],
+            advertise_addr: None,
+            seeds: Vec::new(),
+            members: Vec::new(),
+            seed_refresh_interval: Duration::from_secs(30),
+            join_timeout: Duration::from_secs(3),
             replication: Replication::All,
             ack: Ack::Async,
+            on_unreachable: OnUnreachable::Unavailable,
             connect_timeout: Duration::from_millis(300),
             request_timeout: Duration::from_secs(1),
             ack_timeout: Duration::from_secs(1),
@@ -211,6 +274,9 @@ impl Default for Config {
             queue_capacity: 16_384,
             sweep_jitter: Duration::from_millis(250),
             keep_fetched_copies: true,
+            anti_entropy_interval: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(5),
+            rebalance_rate: 1000,
         }
     }
 }
@@ -232,6 +298,27 @@ fn bad(field: &'static str, problem: impl Into<String>) -> ConfigError {
     }
 }
 
+/// Splits `host:port` (IPv6 literals in brackets), checking the port.
+pub(crate) fn split_host_port(s: &str) -> Result<(&str, u16), String> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{s:?} is not host:port"))?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() {
+        return Err(format!("{s:?} has no host"));
+    }
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("{s:?} has no valid port"))?;
+    if port == 0 {
+        return Err(format!("{s:?}: port 0 cannot be reached"));
+    }
+    Ok((host, port))
+}
+
 impl Config {
     /// Checks the configuration, naming the first bad field.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -251,22 +338,41 @@ impl Config {
         if addrs.windows(2).any(|w| w[0] == w[1]) {
             return Err(bad("members", "two members share an address"));
         }
-        if !self.members.iter().any(|m| m.id == self.node_id) {
+        if !self.members.is_empty() && !self.members.iter().any(|m| m.id == self.node_id) {
             return Err(bad(
                 "members",
                 format!("this node's id {} is not a member", self.node_id),
             ));
         }
-        if let Replication::Backups(k) = self.replication {
-            if k == 0 || k > MAX_BACKUPS {
-                return Err(bad("replication", format!("1..={MAX_BACKUPS} backups")));
-            }
+        for s in &self.seeds {
+            split_host_port(s).map_err(|e| bad("seeds", e))?;
         }
-        if self.ack != Ack::Async && self.members.len() < 2 {
+        match &self.advertise_addr {
+            Some(a) => {
+                split_host_port(a).map_err(|e| bad("advertise_addr", e))?;
+            }
+            None if self.cluster_addr.ip().is_unspecified() => {
+                return Err(bad(
+                    "advertise_addr",
+                    format!(
+                        "cluster_addr {} is a wildcard address; set advertise_addr to the address \
+                         peers reach this node at",
+                        self.cluster_addr
+                    ),
+                ));
+            }
+            None => {}
+        }
+        if let Replication::Backups(k) = self.replication
+            && (k == 0 || k > MAX_BACKUPS)
+        {
+            return Err(bad("replication", format!("1..={MAX_BACKUPS} backups")));
+        }
+        if self.ack != Ack::Async && self.seeds.is_empty() && self.members.len() < 2 {
             return Err(bad(
                 "ack",
                 format!(
-                    "ack = {} needs a replica, but the cluster has one member",
+                    "ack = {} needs a replica, but no seeds or other members are configured",
                     self.ack
                 ),
             ));
@@ -277,10 +383,17 @@ impl Config {
             ("ack_timeout", self.ack_timeout),
             ("heartbeat_interval", self.heartbeat_interval),
             ("replay_window", self.replay_window),
+            ("seed_refresh_interval", self.seed_refresh_interval),
+            ("join_timeout", self.join_timeout),
+            ("anti_entropy_interval", self.anti_entropy_interval),
+            ("drain_timeout", self.drain_timeout),
         ] {
             if d.is_zero() {
                 return Err(bad(field, "must be greater than zero"));
             }
+        }
+        if self.heartbeat_interval < Duration::from_millis(20) {
+            return Err(bad("heartbeat_interval", "must be at least 20ms"));
         }
         if self.failure_threshold == 0 {
             return Err(bad("failure_threshold", "must be at least 1"));
@@ -291,12 +404,26 @@ impl Config {
         if self.max_batch == 0 || self.queue_capacity == 0 {
             return Err(bad("max_batch", "batch and queue sizes must be positive"));
         }
+        if self.rebalance_rate == 0 {
+            return Err(bad(
+                "rebalance_rate",
+                "must be at least 1 session per second",
+            ));
+        }
         Ok(())
     }
 
-    /// The configured members other than this node.
-    pub fn peers(&self) -> impl Iterator<Item = &Member> {
-        self.members.iter().filter(move |m| m.id != self.node_id)
+    /// Every configured seed: `seeds`, then the addresses of the static `members` other than
+    /// this node.
+    pub fn seed_list(&self) -> Vec<String> {
+        let mut out = self.seeds.clone();
+        out.extend(
+            self.members
+                .iter()
+                .filter(|m| m.id != self.node_id)
+                .map(|m| m.addr.to_string()),
+        );
+        out
     }
 }
 
@@ -313,6 +440,50 @@ mod tests {
             members: vec![m(1), m(2), m(3)],
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn seeds_advertise_and_static_members_mix() {
+        let mut c = three();
+        c.seeds = vec!["sessions.default.svc:7001".into(), "[::1]:7002".into()];
+        assert!(c.validate().is_ok());
+        assert_eq!(
+            c.seed_list(),
+            vec![
+                "sessions.default.svc:7001".to_string(),
+                "[::1]:7002".into(),
+                "127.0.0.1:7002".into(),
+                "127.0.0.1:7003".into()
+            ]
+        );
+        for bad_seed in ["no-port", "host:0", ":7001", "host:http"] {
+            let c = Config {
+                seeds: vec![bad_seed.into()],
+                ..Config::default()
+            };
+            assert_eq!(c.validate().unwrap_err().field, "seeds", "{bad_seed}");
+        }
+        let wildcard = Config {
+            cluster_addr: "0.0.0.0:7001".parse().unwrap(),
+            ..Config::default()
+        };
+        assert_eq!(wildcard.validate().unwrap_err().field, "advertise_addr");
+        let advertised = Config {
+            advertise_addr: Some("10.1.2.3:7001".into()),
+            ..wildcard
+        };
+        assert!(advertised.validate().is_ok());
+        let ack_alone = Config {
+            ack: Ack::One,
+            ..Config::default()
+        };
+        assert_eq!(ack_alone.validate().unwrap_err().field, "ack");
+        let ack_seeded = Config {
+            ack: Ack::One,
+            seeds: vec!["127.0.0.1:7002".into()],
+            ..Config::default()
+        };
+        assert!(ack_seeded.validate().is_ok());
     }
 
     #[test]
@@ -336,11 +507,6 @@ mod tests {
         let mut c = three();
         c.members[1].id = NodeId(1);
         assert_eq!(c.validate().unwrap_err().field, "members");
-        let c = Config {
-            ack: Ack::One,
-            ..Config::default()
-        };
-        assert_eq!(c.validate().unwrap_err().field, "ack");
         let mut c = three();
         c.request_timeout = Duration::ZERO;
         assert_eq!(c.validate().unwrap_err().field, "request_timeout");

@@ -98,11 +98,22 @@
 //! A full-cluster restart loses every session (they are in memory); use the SQL or Redis
 //! backend where that matters.
 
+mod antientropy;
+mod backend;
+mod client;
 mod clock;
 mod config;
+mod failure;
+mod faults;
+mod gossip;
+mod lifecycle;
+mod membership;
 pub mod metrics;
 mod node;
-pub mod peer;
+mod placement;
+mod read;
+mod repair;
+mod replication;
 mod routing;
 mod server;
 mod state;
@@ -110,10 +121,18 @@ pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod wire;
+mod write;
 
+pub use antientropy::{SyncCounters, SyncReport};
 pub use clock::Clock;
-pub use config::{Ack, Config, ConfigError, MAX_BACKUPS, Member, NodeId, Replication};
-pub use node::{InstantCopyNode, NodeMetrics, Shared, StartError};
-pub use peer::PeerStatus;
+pub use config::{
+    Ack, Config, ConfigError, MAX_BACKUPS, Member, NodeId, OnUnreachable, Replication,
+};
+pub use faults::Faults;
+pub use gossip::GossipCounters;
+pub use lifecycle::{DrainReport, Phase, Readiness};
+pub use membership::{Identity, MemberState, Membership, Peer, PeerStatus};
+pub use node::{InstantCopyNode, Shared, StartError};
+pub use replication::{Delivery, Queued, join};
 pub use routing::{Route, pick_backups, score};
 pub use state::{MergeOutcome, Placement, SessionState, Stamp, WireEntry, WireState};

@@ -1,5 +1,10 @@
-//! The cluster port: a separate axum listener that answers peers (fetch, push, ping) and
-//! nobody else.
+//! The cluster port: a separate axum listener that answers peers (fetch, push, ping, hello,
+//! leave, sync, pull) and nobody else.
+//!
+//! Owns the server side of every peer request: authentication first (a request that does not
+//! open under the cluster secret, is addressed to another node or is outside the replay window
+//! gets 401 and changes nothing), then the decode (400 when an authenticated body is garbage),
+//! then the handler.
 
 use std::sync::Arc;
 
@@ -12,10 +17,13 @@ use axum::routing::post;
 use session_core::now_millis;
 
 use crate::node::Shared;
+use crate::placement;
 use crate::store::Applied;
 use crate::wire::{
-    self, AuthError, CONTENT_TYPE, FetchRequest, FetchResponse, HDR_FROM, HDR_TIME, PATH_FETCH,
-    PATH_PING, PATH_PUSH, Pong, PushAck, PushBatch, RequestContext, Update,
+    self, AuthError, CONTENT_TYPE, FetchRequest, FetchResponse, HDR_FROM, HDR_TIME, HDR_TO, Hello,
+    HelloAck, Leave, PATH_FETCH, PATH_HELLO, PATH_LEAVE, PATH_PING, PATH_PULL, PATH_PUSH,
+    PATH_SYNC, Pong, Pull, PullResponse, PushAck, PushBatch, RequestContext, RequestHeaders,
+    SyncRequest, SyncResponse, Update,
 };
 
 /// The cluster port's routes. Bodies over `max_body_bytes` get 413 before they are read.
@@ -25,16 +33,30 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route(PATH_FETCH, post(fetch))
         .route(PATH_PUSH, post(push))
         .route(PATH_PING, post(ping))
+        .route(PATH_HELLO, post(hello))
+        .route(PATH_LEAVE, post(leave))
+        .route(PATH_SYNC, post(sync))
+        .route(PATH_PULL, post(pull))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(shared)
 }
 
-/// A request refused as unauthenticated (401).
-struct Rejected;
+/// A request refused as unauthenticated (401), or from a peer whose link is cut in a test.
+enum Rejected {
+    Auth,
+    Cut,
+}
 
-impl IntoResponse for Rejected {
-    fn into_response(self) -> Response {
-        (StatusCode::UNAUTHORIZED, "unauthenticated").into_response()
+impl Rejected {
+    async fn into_response(self, shared: &Shared) -> Response {
+        match self {
+            Rejected::Auth => (StatusCode::UNAUTHORIZED, "unauthenticated").into_response(),
+            Rejected::Cut => {
+                // A cut link: the caller must see a timeout, not an answer.
+                tokio::time::sleep(shared.config.request_timeout * 2).await;
+                StatusCode::SERVICE_UNAVAILABLE.into_response()
+            }
+        }
     }
 }
 
@@ -46,23 +68,34 @@ fn open(
 ) -> Result<(RequestContext, Vec<u8>), Rejected> {
     let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let me = shared.config.node_id;
-    shared
+    let (ctx, plain) = shared
         .seal
         .open_request(
             "POST",
             path,
-            h(HDR_FROM),
-            h(HDR_TIME),
+            RequestHeaders {
+                from: h(HDR_FROM),
+                to: h(HDR_TO),
+                time: h(HDR_TIME),
+            },
             body,
             now_millis(),
             shared.config.replay_window.as_millis() as u64,
-            |n| n != me && shared.peers.is_member(n),
+            me,
+            path == PATH_HELLO,
         )
         .map_err(|e: AuthError| {
             shared.metrics.auth_failures.inc();
             tracing::warn!(error = %e, path, "refused unauthenticated peer request");
-            Rejected
-        })
+            Rejected::Auth
+        })?;
+    if shared.faults.drops_from(ctx.from) {
+        return Err(Rejected::Cut);
+    }
+    if let Some(peer) = shared.members.get(ctx.from) {
+        shared.members.member_answered(&peer);
+    }
+    Ok((ctx, plain))
 }
 
 fn bad_request(shared: &Shared, what: &str, e: impl std::fmt::Display) -> Response {
@@ -86,40 +119,54 @@ fn reply<T: serde::Serialize>(shared: &Shared, ctx: &RequestContext, msg: &T) ->
     }
 }
 
-async fn fetch(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    let (ctx, plain) = match open(&shared, PATH_FETCH, &headers, &body) {
+/// Opens and decodes a request, or answers the refusal.
+async fn accept<T: serde::de::DeserializeOwned>(
+    shared: &Shared,
+    path: &'static str,
+    what: &'static str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(RequestContext, T), Response> {
+    let (ctx, plain) = match open(shared, path, headers, body) {
         Ok(x) => x,
-        Err(r) => return r.into_response(),
+        Err(r) => return Err(r.into_response(shared).await),
     };
-    let req: FetchRequest = match wire::decode(&plain) {
-        Ok(r) => r,
-        Err(e) => return bad_request(&shared, "fetch request", e),
-    };
-    shared.metrics.fetches_served.inc();
+    match wire::decode(&plain) {
+        Ok(req) => Ok((ctx, req)),
+        Err(e) => Err(bad_request(shared, what, e)),
+    }
+}
+
+fn lookup(shared: &Shared, id: &session_core::SessionId) -> FetchResponse {
     let now = now_millis();
-    let answer = if shared.store.is_destroyed(&req.id) {
-        FetchResponse::Destroyed
-    } else {
-        shared
-            .store
-            .read(&req.id, |s| {
-                (!s.record().is_expired(now)).then(|| s.to_wire_full())
-            })
-            .flatten()
-            .map_or(FetchResponse::NotFound, FetchResponse::Found)
-    };
-    reply(&shared, &ctx, &answer)
+    if shared.store.is_destroyed(id) {
+        return FetchResponse::Destroyed;
+    }
+    shared
+        .store
+        .read(id, |s| {
+            (!s.record().is_expired(now)).then(|| s.to_wire_full())
+        })
+        .flatten()
+        .map_or(FetchResponse::NotFound, FetchResponse::Found)
+}
+
+async fn fetch(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let (ctx, req) =
+        match accept::<FetchRequest>(&shared, PATH_FETCH, "fetch request", &headers, &body).await {
+            Ok(x) => x,
+            Err(r) => return r,
+        };
+    shared.metrics.fetches_served.inc();
+    reply(&shared, &ctx, &lookup(&shared, &req.id))
 }
 
 async fn push(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    let (ctx, plain) = match open(&shared, PATH_PUSH, &headers, &body) {
-        Ok(x) => x,
-        Err(r) => return r.into_response(),
-    };
-    let batch: PushBatch = match wire::decode(&plain) {
-        Ok(b) => b,
-        Err(e) => return bad_request(&shared, "push batch", e),
-    };
+    let (ctx, batch) =
+        match accept::<PushBatch>(&shared, PATH_PUSH, "push batch", &headers, &body).await {
+            Ok(x) => x,
+            Err(r) => return r,
+        };
     let mut need_full = Vec::new();
     let mut gone = Vec::new();
     for u in &batch.updates {
@@ -128,7 +175,17 @@ async fn push(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
             Update::State(w) => {
                 shared.observe(w);
                 match shared.store.apply(w) {
-                    Applied::Merged(o) => shared.metrics.conflicts.add(u64::from(o.conflicts)),
+                    Applied::Merged(o) => {
+                        shared.metrics.conflicts.add(u64::from(o.conflicts));
+                        // A placement that no longer names this node (a rebalance moved the
+                        // backup elsewhere): the copy is not kept up to date any more.
+                        let held = shared
+                            .store
+                            .read(&w.id, |s| placement::holds(&shared, s.placement()));
+                        if held == Some(false) && w.placement.is_some() {
+                            shared.store.remove(&w.id);
+                        }
+                    }
                     Applied::NeedFull => need_full.push(w.id),
                     Applied::Ignored => gone.push(w.id),
                 }
@@ -143,13 +200,10 @@ async fn push(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
 }
 
 async fn ping(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    let (ctx, plain) = match open(&shared, PATH_PING, &headers, &body) {
+    let (ctx, ()) = match accept::<()>(&shared, PATH_PING, "ping", &headers, &body).await {
         Ok(x) => x,
-        Err(r) => return r.into_response(),
+        Err(r) => return r,
     };
-    if let Err(e) = wire::decode::<()>(&plain) {
-        return bad_request(&shared, "ping", e);
-    }
     reply(
         &shared,
         &ctx,
@@ -157,6 +211,84 @@ async fn ping(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
             node: shared.config.node_id,
             started_at: shared.started_at,
             sessions: shared.store.len() as u64,
+        },
+    )
+}
+
+async fn hello(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let (ctx, req) = match accept::<Hello>(&shared, PATH_HELLO, "hello", &headers, &body).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let me = shared.members.identity();
+    if req.identity.id == me.id && req.identity.generation != me.generation {
+        shared.members.duplicate_claims.inc();
+        tracing::error!(
+            claimant = ?req.identity,
+            "a node tried to join with this node's id; it was told to refuse to start"
+        );
+        return reply(&shared, &ctx, &HelloAck::DuplicateId { holder: me });
+    }
+    let members = shared
+        .members
+        .alive_identities()
+        .into_iter()
+        .filter(|i| i.id != req.identity.id)
+        .collect();
+    reply(
+        &shared,
+        &ctx,
+        &HelloAck::Welcome {
+            identity: me,
+            members,
+        },
+    )
+}
+
+async fn leave(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let (ctx, req) = match accept::<Leave>(&shared, PATH_LEAVE, "leave", &headers, &body).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if req.identity.id == ctx.from {
+        tracing::info!(member = ?req.identity, "member is leaving");
+        shared.members.member_left(&req.identity);
+    }
+    reply(&shared, &ctx, &())
+}
+
+async fn sync(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let (ctx, req) =
+        match accept::<SyncRequest>(&shared, PATH_SYNC, "sync request", &headers, &body).await {
+            Ok(x) => x,
+            Err(r) => return r,
+        };
+    match shared.snapshots.respond(&shared, ctx.from, &req) {
+        Ok(message) => reply(&shared, &ctx, &SyncResponse { message }),
+        Err(e) => bad_request(&shared, "sync message", e),
+    }
+}
+
+async fn pull(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let (ctx, req) = match accept::<Pull>(&shared, PATH_PULL, "pull", &headers, &body).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if req.ids.len() > shared.config.max_batch {
+        return bad_request(&shared, "pull", "more ids than max_batch");
+    }
+    let sessions = req.ids.iter().map(|id| lookup(&shared, id)).collect();
+    let tombstones = req
+        .ids
+        .iter()
+        .map(|id| shared.store.tombstone_until(id).unwrap_or(0))
+        .collect();
+    reply(
+        &shared,
+        &ctx,
+        &PullResponse {
+            sessions,
+            tombstones,
         },
     )
 }

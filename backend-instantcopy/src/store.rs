@@ -99,6 +99,11 @@ impl Store {
         self.sessions.get_mut(id).map(|mut s| f(&mut s))
     }
 
+    /// When the id's tombstone may go (ms), if the id was destroyed.
+    pub fn tombstone_until(&self, id: &SessionId) -> Option<u64> {
+        self.destroyed.get(id).map(|e| *e.value())
+    }
+
     /// True when the id was destroyed (and its tombstone is still kept).
     pub fn is_destroyed(&self, id: &SessionId) -> bool {
         self.destroyed.contains_key(id)
@@ -177,6 +182,13 @@ impl Store {
             .filter(|e| *e.value() > now)
             .map(|e| (*e.key(), *e.value()))
             .collect()
+    }
+
+    /// Runs `f` on every held session (shard by shard; `f` must not touch the store).
+    pub fn for_each(&self, mut f: impl FnMut(&SessionState)) {
+        for e in self.sessions.iter() {
+            f(e.value());
+        }
     }
 
     /// Ids of every held session (for repair scans).

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use session_core::testing::{BackendFactory, Capabilities, Harness, SettleFn};
 use session_core::{
     Counters, Delta, ExpiryPolicy, KeyRing, Loaded, Saved, SessionBackend, SessionData,
@@ -32,6 +32,7 @@ use session_core::{
 };
 
 use crate::config::{Ack, Config, Member, NodeId, Replication};
+use crate::lifecycle::DrainReport;
 use crate::node::InstantCopyNode;
 
 struct Running {
@@ -47,23 +48,27 @@ impl Drop for Running {
     }
 }
 
+/// One node slot: the running node, or `None` while it is down.
+type Slot = Arc<Mutex<Option<Arc<Running>>>>;
+
 /// N instant-copy nodes in this process, each on its own runtime and loopback port.
 pub struct LocalCluster {
-    configs: Vec<Config>,
+    configs: RwLock<Vec<Config>>,
     keys: KeyRing,
     policy: ExpiryPolicy,
-    slots: Vec<Mutex<Option<Arc<Running>>>>,
+    slots: RwLock<Vec<Slot>>,
 }
 
 impl std::fmt::Debug for LocalCluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalCluster")
-            .field("nodes", &self.configs.len())
+            .field("nodes", &self.len())
             .finish()
     }
 }
 
-/// Timings short enough for tests: a dead peer is noticed in about half a second.
+/// Timings short enough for tests: a dead peer is declared down in about half a second,
+/// anti-entropy runs every second.
 pub fn test_config(node: u16, members: Vec<Member>, replication: Replication, ack: Ack) -> Config {
     let addr = members
         .iter()
@@ -82,14 +87,29 @@ pub fn test_config(node: u16, members: Vec<Member>, replication: Replication, ac
         heartbeat_interval: Duration::from_millis(150),
         failure_threshold: 3,
         sweep_jitter: Duration::from_millis(20),
+        join_timeout: Duration::from_secs(2),
+        anti_entropy_interval: Duration::from_secs(1),
+        drain_timeout: Duration::from_secs(3),
+        seed_refresh_interval: Duration::from_secs(2),
         ..Config::default()
     }
 }
 
+/// Binds a TCP listener on a free loopback port whose UDP port is free too (the node binds
+/// both).
 fn bind_free() -> std::io::Result<std::net::TcpListener> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    l.set_nonblocking(true)?;
-    Ok(l)
+    let mut last = None;
+    for _ in 0..20 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        match std::net::UdpSocket::bind(l.local_addr()?) {
+            Ok(_) => {
+                l.set_nonblocking(true)?;
+                return Ok(l);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no free port")))
 }
 
 async fn launch(
@@ -116,6 +136,15 @@ async fn launch(
     Ok(Arc::new(Running { node, rt: Some(rt) }))
 }
 
+/// How the nodes of a [`LocalCluster`] find each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Discovery {
+    /// Every node is configured with the full static `members` list (the older form).
+    StaticMembers,
+    /// Every node is given only the first node's address as its one seed.
+    FirstAsSeed,
+}
+
 impl LocalCluster {
     /// Starts `n` nodes (ids 1..=n) and waits until they all see each other.
     pub async fn start(
@@ -136,6 +165,23 @@ impl LocalCluster {
         ack: Ack,
         policy: ExpiryPolicy,
     ) -> Result<Arc<Self>, String> {
+        Self::start_custom(members, running, Discovery::StaticMembers, policy, |c| {
+            c.replication = replication;
+            c.ack = ack;
+        })
+        .await
+    }
+
+    /// The general form: `members` node slots, the first `running` started, found through
+    /// `discovery`, each configuration adjusted by `tune` (after the test defaults of
+    /// [`test_config`]).
+    pub async fn start_custom(
+        members: usize,
+        running: usize,
+        discovery: Discovery,
+        policy: ExpiryPolicy,
+        tune: impl Fn(&mut Config),
+    ) -> Result<Arc<Self>, String> {
         let listeners: Vec<std::net::TcpListener> = (0..members)
             .map(|_| bind_free())
             .collect::<Result<_, _>>()
@@ -152,25 +198,51 @@ impl LocalCluster {
             .collect::<std::io::Result<_>>()
             .map_err(|e| format!("addr: {e}"))?;
         let configs: Vec<Config> = (1..=members as u16)
-            .map(|i| test_config(i, member_list.clone(), replication, ack))
+            .map(|i| {
+                let mut c = match discovery {
+                    Discovery::StaticMembers => {
+                        test_config(i, member_list.clone(), Replication::All, Ack::Async)
+                    }
+                    Discovery::FirstAsSeed => {
+                        let mut c = test_config(i, Vec::new(), Replication::All, Ack::Async);
+                        c.cluster_addr = member_list[i as usize - 1].addr;
+                        if i > 1 {
+                            c.seeds = vec![member_list[0].addr.to_string()];
+                        }
+                        c
+                    }
+                };
+                tune(&mut c);
+                c
+            })
             .collect();
         let cluster = Arc::new(LocalCluster {
             keys: KeyRing::generate(),
             policy,
-            slots: (0..members).map(|_| Mutex::new(None)).collect(),
-            configs,
+            slots: RwLock::new((0..members).map(|_| Arc::new(Mutex::new(None))).collect()),
+            configs: RwLock::new(configs),
         });
+        // Every listener is bound already, so nodes can start together: a hello to a seed
+        // that is still starting waits in its listen queue.
         let starts = listeners
             .into_iter()
             .enumerate()
             .take(running)
-            .map(|(i, l)| launch(cluster.configs[i].clone(), policy, cluster.keys.clone(), l));
-        let started = futures::future::join_all(starts).await;
-        for (i, r) in started.into_iter().enumerate() {
-            *cluster.slots[i].lock() = Some(r?);
+            .map(|(i, l)| {
+                let config = cluster.config(i);
+                let keys = cluster.keys.clone();
+                async move { launch(config, policy, keys, l).await.map(|r| (i, r)) }
+            });
+        for r in futures::future::join_all(starts).await {
+            let (i, r) = r?;
+            *cluster.slot(i).lock() = Some(r);
         }
         cluster.wait_connected(Duration::from_secs(10)).await;
         Ok(cluster)
+    }
+
+    fn slot(&self, i: usize) -> Slot {
+        self.slots.read()[i].clone()
     }
 
     /// The cluster's key ring (tests use it to forge correctly signed tokens and requests).
@@ -179,18 +251,23 @@ impl LocalCluster {
     }
 
     /// Node `i`'s configuration.
-    pub fn config(&self, i: usize) -> &Config {
-        &self.configs[i]
+    pub fn config(&self, i: usize) -> Config {
+        self.configs.read()[i].clone()
     }
 
-    /// Number of configured members.
+    /// Changes node `i`'s configuration for its next (re)start.
+    pub fn reconfigure(&self, i: usize, f: impl FnOnce(&mut Config)) {
+        f(&mut self.configs.write()[i]);
+    }
+
+    /// Number of node slots (running or not).
     pub fn len(&self) -> usize {
-        self.configs.len()
+        self.configs.read().len()
     }
 
     /// Always false: a cluster has at least one member.
     pub fn is_empty(&self) -> bool {
-        self.configs.is_empty()
+        self.len() == 0
     }
 
     /// A backend handle for node `i` (0-based); its calls run on the node's runtime and fail
@@ -204,22 +281,38 @@ impl LocalCluster {
 
     /// The running node `i`, if up.
     pub fn instance(&self, i: usize) -> Option<InstantCopyNode> {
-        self.slots[i].lock().as_ref().map(|r| r.node.clone())
+        self.slot(i).lock().as_ref().map(|r| r.node.clone())
     }
 
     /// Crashes node `i`: its runtime is dropped at once, with no flush and no goodbye.
     pub fn kill(&self, i: usize) {
-        self.slots[i].lock().take();
+        self.slot(i).lock().take();
+    }
+
+    /// Stops node `i` gracefully: it drains (hands its sessions off, tells the others it
+    /// leaves), then its runtime goes.
+    pub async fn drain(&self, i: usize) -> Option<DrainReport> {
+        let running = self.slot(i).lock().take()?;
+        let handle = running.rt.as_ref()?.handle().clone();
+        let node = running.node.clone();
+        let report = handle.spawn(async move { node.drain().await }).await.ok();
+        drop(running);
+        report
     }
 
     /// Starts node `i` again on its old port, with empty memory.
     pub async fn restart(&self, i: usize) -> Result<(), String> {
-        let addr = self.configs[i].cluster_addr;
+        let addr = self.config(i).cluster_addr;
         let mut tries = 0;
         let listener = loop {
-            match std::net::TcpListener::bind(addr) {
+            let bound = std::net::TcpListener::bind(addr).and_then(|l| {
+                // The old runtime's UDP socket must be gone too.
+                std::net::UdpSocket::bind(addr)?;
+                Ok(l)
+            });
+            match bound {
                 Ok(l) => break l,
-                Err(e) if tries < 50 => {
+                Err(e) if tries < 100 => {
                     tries += 1;
                     tracing::debug!(error = %e, "port not free yet");
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -228,18 +321,32 @@ impl LocalCluster {
             }
         };
         listener.set_nonblocking(true).map_err(|e| e.to_string())?;
-        let r = launch(
-            self.configs[i].clone(),
-            self.policy,
-            self.keys.clone(),
-            listener,
-        )
-        .await?;
-        *self.slots[i].lock() = Some(r);
+        let r = launch(self.config(i), self.policy, self.keys.clone(), listener).await?;
+        *self.slot(i).lock() = Some(r);
         Ok(())
     }
 
-    fn running(&self) -> Vec<InstantCopyNode> {
+    /// Adds and starts a new node (the next id) whose only seed is node `seed_of`'s address.
+    /// Returns its index.
+    pub async fn add_node(&self, seed_of: usize) -> Result<usize, String> {
+        let listener = bind_free().map_err(|e| format!("bind: {e}"))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let seed = self.config(seed_of).cluster_addr;
+        let mut c = self.config(seed_of);
+        let i = self.len();
+        c.node_id = NodeId(i as u16 + 1);
+        c.cluster_addr = addr;
+        c.members = Vec::new();
+        c.seeds = vec![seed.to_string()];
+        self.configs.write().push(c.clone());
+        self.slots.write().push(Arc::new(Mutex::new(None)));
+        let r = launch(c, self.policy, self.keys.clone(), listener).await?;
+        *self.slot(i).lock() = Some(r);
+        Ok(i)
+    }
+
+    /// The running nodes.
+    pub fn running(&self) -> Vec<InstantCopyNode> {
         (0..self.len()).filter_map(|i| self.instance(i)).collect()
     }
 
@@ -250,12 +357,24 @@ impl LocalCluster {
             let running = self.running();
             let ids: Vec<NodeId> = running.iter().map(|n| n.node_id()).collect();
             let all = running.iter().all(|n| {
-                n.peers()
-                    .iter()
-                    .filter(|p| ids.contains(&NodeId(p.id)))
-                    .all(|p| p.up)
+                ids.iter()
+                    .all(|id| *id == n.node_id() || n.shared().members.is_up(*id))
             });
             if all {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until every running node reports ready.
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.running().iter().all(|n| n.readiness().ready) {
                 return true;
             }
             if tokio::time::Instant::now() >= deadline {
@@ -293,7 +412,7 @@ impl ClusterNode {
         F: FnOnce(InstantCopyNode) -> Fut,
         Fut: std::future::Future<Output = Result<T, SessionError>> + Send + 'static,
     {
-        let running = self.cluster.slots[self.index].lock().clone();
+        let running = self.cluster.slot(self.index).lock().clone();
         let Some(running) = running else {
             return Err(SessionError::Unavailable {
                 backend: "instantcopy",

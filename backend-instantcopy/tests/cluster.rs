@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use backend_instantcopy::testing::LocalCluster;
+use backend_instantcopy::testing::{Discovery, LocalCluster};
 use backend_instantcopy::wire::{self, PeerSeal, PushBatch, Update};
 use backend_instantcopy::{Ack, NodeId, Placement, Replication, Route, SessionState, Stamp};
 use session_core::{
@@ -100,13 +100,21 @@ async fn paper_flow_on_three_nodes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_without_a_copy_fetches_once_then_reads_locally() {
-    // Node 3 is down while the session is created, so it has no copy when it starts.
-    let c = LocalCluster::start_with(3, 2, Replication::All, Ack::Async, ExpiryPolicy::default())
-        .await
-        .unwrap();
+    // Node 3 misses the push (anti-entropy is slowed right down so it cannot repair first).
+    let c = LocalCluster::start_custom(
+        3,
+        3,
+        Discovery::StaticMembers,
+        ExpiryPolicy::default(),
+        |cfg| cfg.anti_entropy_interval = Duration::from_secs(600),
+    )
+    .await
+    .unwrap();
+    assert!(c.wait_ready(Duration::from_secs(5)).await);
+    c.instance(0).unwrap().faults().lose_pushes_to(NodeId(3));
     let t = write(&c.node(0), None, "k", 5).await;
-    c.restart(2).await.unwrap();
-    assert!(c.wait_connected(Duration::from_secs(5)).await);
+    c.settle().await;
+    assert_eq!(c.instance(2).unwrap().sessions_held(), 0);
     let n3 = c.node(2);
     let before = n_calls(&c, 2);
     assert_eq!(read(&n3, &t, "k").await, Some(5));
@@ -117,6 +125,42 @@ async fn a_node_without_a_copy_fetches_once_then_reads_locally() {
     );
     assert_eq!(read(&n3, &t, "k").await, Some(5));
     assert_eq!(n_calls(&c, 2) - before, 1, "second read: local");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_starts_late_syncs_its_share_in_the_background() {
+    // Node 3 is down while the sessions are created; when it starts it pulls them (every
+    // session, with replication = "all") and reports ready, without any client traffic.
+    let c = LocalCluster::start_with(3, 2, Replication::All, Ack::Async, ExpiryPolicy::default())
+        .await
+        .unwrap();
+    let mut tokens = Vec::new();
+    for i in 0..50 {
+        tokens.push(write(&c.node(i % 2), None, "k", i as i64).await);
+    }
+    c.settle().await;
+    c.restart(2).await.unwrap();
+    assert!(c.wait_ready(Duration::from_secs(10)).await);
+    let n3 = c.instance(2).unwrap();
+    assert_eq!(
+        n3.sessions_held(),
+        50,
+        "synced every session before reporting ready"
+    );
+    let repaired = n3.shared().sync_counters.pulled.get()
+        + (0..2)
+            .map(|i| c.instance(i).unwrap().shared().sync_counters.pushed.get())
+            .sum::<u64>();
+    assert!(repaired >= 50, "anti-entropy moved them: {repaired}");
+    let before = n_calls(&c, 2);
+    for (i, t) in tokens.iter().enumerate() {
+        assert_eq!(read(&c.node(2), t, "k").await, Some(i as i64));
+    }
+    assert_eq!(
+        n_calls(&c, 2) - before,
+        0,
+        "every read local after the sync"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,11 +207,12 @@ async fn forged_tokens_cause_no_outbound_connection() {
     let signer = TokenSigner::new(c.keys());
     let n1 = c.node(0);
     let good = write(&n1, None, "k", 1).await;
-    let before = c.total(|x| x.network_calls);
 
-    // Correctly signed (an insider's key), but naming non-member nodes — including one whose
-    // id is the bait's port number.
-    for owner in [port, 99, 0, u16::MAX] {
+    // Correctly signed (an insider's key), but naming nodes that are not members — including
+    // one whose id is the bait's port number. Node ids resolve only through the member table:
+    // an unknown id has no address, so it is never contacted; the session is looked for on the
+    // members placement would choose, and is not there.
+    for owner in [port, 99, u16::MAX] {
         let route = Route {
             owner: NodeId(owner),
             version: 0,
@@ -176,11 +221,19 @@ async fn forged_tokens_cause_no_outbound_connection() {
         let t = signer.sign(&SessionId::random(), &route.encode()).unwrap();
         for i in 0..3 {
             assert!(
-                c.node(i).load(&t).await.is_err(),
+                !matches!(c.node(i).load(&t).await, Ok(Some(_))),
                 "non-member owner {owner}"
             );
         }
     }
+    // Node id 0 is never valid.
+    let route = Route {
+        owner: NodeId(0),
+        version: 0,
+        backups: vec![],
+    };
+    let t = signer.sign(&SessionId::random(), &route.encode()).unwrap();
+    assert!(n1.load(&t).await.is_err());
     // A member owner with a non-member backup, and routing bytes that are an IPv4 address.
     let route = Route {
         owner: NodeId(1),
@@ -188,7 +241,7 @@ async fn forged_tokens_cause_no_outbound_connection() {
         backups: vec![NodeId(port)],
     };
     let t = signer.sign(&SessionId::random(), &route.encode()).unwrap();
-    assert!(n1.load(&t).await.is_err());
+    assert!(!matches!(n1.load(&t).await, Ok(Some(_))));
     let t = signer
         .sign(
             &SessionId::random(),
@@ -196,6 +249,7 @@ async fn forged_tokens_cause_no_outbound_connection() {
         )
         .unwrap();
     assert!(n1.load(&t).await.is_err());
+    let before = c.total(|x| x.network_calls);
 
     // A real token with one character flipped, at every position.
     for i in 0..good.len() {
@@ -265,9 +319,11 @@ async fn cluster_port_refuses_unauthenticated_stale_and_malformed_requests() {
     .unwrap();
     let seal = PeerSeal::new(c.keys());
     let now = now_millis();
+    let to = NodeId(1);
     let hdrs = |from: u16, t: u64| {
         vec![
             (wire::HDR_FROM, from.to_string()),
+            (wire::HDR_TO, "1".to_string()),
             (wire::HDR_TIME, t.to_string()),
         ]
     };
@@ -276,36 +332,47 @@ async fn cluster_port_refuses_unauthenticated_stale_and_malformed_requests() {
     assert_eq!(raw(addr, wire::PATH_PUSH, &[], body.clone()).await, 401);
     // Sealed with another cluster's secret.
     let other = PeerSeal::new(&KeyRing::generate());
-    let (_, sealed) = other.seal_request("POST", wire::PATH_PUSH, NodeId(2), now, &body);
+    let (_, sealed) = other.seal_request("POST", wire::PATH_PUSH, NodeId(2), to, now, &body);
     assert_eq!(raw(addr, wire::PATH_PUSH, &hdrs(2, now), sealed).await, 401);
     // Right secret, but sealed for another path (replayed to a different endpoint).
-    let (_, sealed) = seal.seal_request("POST", wire::PATH_FETCH, NodeId(2), now, &body);
+    let (_, sealed) = seal.seal_request("POST", wire::PATH_FETCH, NodeId(2), to, now, &body);
     assert_eq!(raw(addr, wire::PATH_PUSH, &hdrs(2, now), sealed).await, 401);
     // Right secret, outside the replay window (a captured request replayed a minute later).
     let old = now - 60_000;
-    let (_, sealed) = seal.seal_request("POST", wire::PATH_PUSH, NodeId(2), old, &body);
+    let (_, sealed) = seal.seal_request("POST", wire::PATH_PUSH, NodeId(2), to, old, &body);
     assert_eq!(raw(addr, wire::PATH_PUSH, &hdrs(2, old), sealed).await, 401);
-    // Claiming to be a non-member, or the receiver itself.
-    for from in [9, 1] {
-        let (_, sealed) = seal.seal_request("POST", wire::PATH_PUSH, NodeId(from), now, &body);
+    // Claiming to be the receiver itself, or node 0.
+    for from in [1, 0] {
+        let (_, sealed) = seal.seal_request("POST", wire::PATH_PUSH, NodeId(from), to, now, &body);
         assert_eq!(
             raw(addr, wire::PATH_PUSH, &hdrs(from, now), sealed).await,
             401
         );
     }
+    // Sealed for node 2 (a request captured on its way there), replayed to node 1.
+    let (_, sealed) = seal.seal_request("POST", wire::PATH_PUSH, NodeId(3), NodeId(2), now, &body);
+    let mut for_two = hdrs(3, now);
+    for_two[1].1 = "2".into();
+    assert_eq!(
+        raw(addr, wire::PATH_PUSH, &for_two, sealed.clone()).await,
+        401
+    );
+    // ... even with the recipient header rewritten: the seal binds it.
+    assert_eq!(raw(addr, wire::PATH_PUSH, &hdrs(3, now), sealed).await, 401);
     assert_eq!(
         target.sessions_held(),
         0,
         "refused requests changed nothing"
     );
     let m = &target.shared().metrics;
-    assert_eq!(m.auth_failures.get(), 6);
+    assert_eq!(m.auth_failures.get(), 8);
 
     // Authenticated garbage: 400, nothing changes.
     let (_, sealed) = seal.seal_request(
         "POST",
         wire::PATH_PUSH,
         NodeId(2),
+        to,
         now,
         b"\xff\xff\xff\xff\xff",
     );
@@ -316,7 +383,7 @@ async fn cluster_port_refuses_unauthenticated_stale_and_malformed_requests() {
     assert_eq!(target.sessions_held(), 0);
 
     // The same push, properly sealed, is applied.
-    let (_, sealed) = seal.seal_request("POST", wire::PATH_PUSH, NodeId(2), now, &body);
+    let (_, sealed) = seal.seal_request("POST", wire::PATH_PUSH, NodeId(2), to, now, &body);
     assert_eq!(raw(addr, wire::PATH_PUSH, &hdrs(2, now), sealed).await, 200);
     assert_eq!(target.sessions_held(), 1);
 }
@@ -373,10 +440,17 @@ async fn a_restarted_node_rejoins_and_serves() {
         c.node(1).load(&t).await.is_err(),
         "a dead node answers nothing"
     );
-    // The others notice.
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    let peers = c.instance(0).unwrap().peers();
-    assert!(!peers.iter().find(|p| p.id == 2).unwrap().up);
+    // The others notice (SWIM: probed within a few periods, then suspected, then down).
+    let n1 = c.instance(0).unwrap();
+    let mut noticed = false;
+    for _ in 0..300 {
+        if !n1.shared().members.is_up(NodeId(2)) {
+            noticed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(noticed, "node 1 never saw node 2 go down");
 
     c.restart(1).await.unwrap();
     assert!(

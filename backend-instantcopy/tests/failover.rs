@@ -172,7 +172,7 @@ async fn orphans_are_counted_and_start_fresh() {
     s.insert("fresh", &true).unwrap();
     assert!(s.commit().await.is_err());
     let n = c.instance(survivor).unwrap();
-    assert_eq!(n.shared().metrics.orphans.get(), 1);
+    assert_eq!(n.shared().metrics.sessions_lost.get(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -330,7 +330,7 @@ async fn messages_per_write_by_cluster_size() {
                     .map(|i| {
                         let node = c.instance(i).unwrap();
                         node.shared()
-                            .peers
+                            .members
                             .all()
                             .iter()
                             .map(|p| p.push_updates.get())

@@ -29,11 +29,13 @@ fn sealers() -> &'static (Sealer, Sealer) {
 
 /// A session whose keys and values come from the input (values as JSON strings).
 fn record_from(bytes: &[u8]) -> SessionRecord {
-    let mut r = ExpiryPolicy::default().new_record(SessionId::from_bytes([7; 16]), 1_700_000_000_000);
+    let mut r =
+        ExpiryPolicy::default().new_record(SessionId::from_bytes([7; 16]), 1_700_000_000_000);
     for chunk in bytes.chunks(24).take(64) {
         let (k, v) = chunk.split_at(chunk.len().min(4));
         let value = RawJson::from_value(&String::from_utf8_lossy(v)).unwrap();
-        r.data.insert(String::from_utf8_lossy(k).into_owned(), value);
+        r.data
+            .insert(String::from_utf8_lossy(k).into_owned(), value);
     }
     r
 }

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use backend_instantcopy::store::Store;
 use backend_instantcopy::wire::{
-    self, FetchRequest, FetchResponse, PATH_FETCH, PATH_PUSH, PeerSeal, Pong, PushAck, PushBatch,
-    Update,
+    self, FetchRequest, FetchResponse, HelloAck, PATH_FETCH, PATH_PUSH, PeerSeal, Pong,
+    PullResponse, PushAck, PushBatch, RequestHeaders, SyncRequest, Update,
 };
 use backend_instantcopy::{Clock, NodeId, Placement, SessionState, Stamp, WireState};
 use libfuzzer_sys::fuzz_target;
@@ -213,6 +213,9 @@ fn check(data: &[u8]) {
     let _ = decode::<FetchRequest>(data);
     let _ = decode::<Pong>(data);
     let _ = decode::<PushAck>(data);
+    let _ = decode::<HelloAck>(data);
+    let _ = decode::<SyncRequest>(data);
+    let _ = decode::<PullResponse>(data);
     let _ = decode::<()>(data);
 }
 
@@ -251,30 +254,54 @@ fuzz_target!(|data: &[u8]| {
             let opened = seal().open_request(
                 "POST",
                 path,
-                from,
-                time,
+                RequestHeaders {
+                    from,
+                    to: Some("1"),
+                    time,
+                },
                 body,
                 now,
                 u64::from(*w),
-                |n: NodeId| n.0 != 1,
+                NodeId(1),
+                false,
             );
             assert!(opened.is_err(), "only what the seal produced opens");
         }
+        // Gossip datagrams: garbage never opens, a sealed one opens only unchanged.
+        assert!(seal().open_datagram(data, now, u64::MAX).is_err());
+        let d = seal().seal_datagram(NodeId(2), now, body);
+        assert_eq!(
+            seal()
+                .open_datagram(&d, now, 0)
+                .map(|(f, p)| (f, p == body)),
+            Ok((NodeId(2), true))
+        );
+        let mut bad = d.clone();
+        let at = (usize::from(*a) * 256 + usize::from(*b)) % bad.len();
+        bad[at] ^= 1 << (*w % 8);
+        assert!(
+            seal().open_datagram(&bad, now, 0).is_err(),
+            "a flipped datagram bit at {at} opened"
+        );
         let nonce: [u8; 12] = std::array::from_fn(|i| data.get(i).copied().unwrap_or(0));
         assert!(seal().open_response(&nonce, body).is_err());
         // A real sealed body opens to itself, and with any byte changed does not.
-        let (n, sealed) = seal().seal_request("POST", PATH_PUSH, NodeId(2), now, body);
+        let (n, sealed) = seal().seal_request("POST", PATH_PUSH, NodeId(2), NodeId(1), now, body);
         let time = now.to_string();
         let open = |bytes: &[u8]| {
             seal().open_request(
                 "POST",
                 PATH_PUSH,
-                Some("2"),
-                Some(&time),
+                RequestHeaders {
+                    from: Some("2"),
+                    to: Some("1"),
+                    time: Some(&time),
+                },
                 bytes,
                 now,
                 0,
-                |_| true,
+                NodeId(1),
+                false,
             )
         };
         let (ctx, plain) = open(&sealed).expect("a sealed request opens");

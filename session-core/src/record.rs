@@ -864,6 +864,11 @@ pub struct Loaded {
     /// signed with a retired key, or it routes to nodes that no longer hold the session
     /// (failover re-homing). The session then saves an empty delta to get a fresh token.
     pub reissue: bool,
+    /// The session was served from a copy that may be older than the client's last write,
+    /// because the newest copy is out of reach and the backend was told to prefer
+    /// availability (instant copy's `on_unreachable = "stale"`). The layer marks such a
+    /// response with `x-session-stale: 1`; writes to it are refused as unavailable.
+    pub stale: bool,
 }
 
 impl Loaded {
@@ -874,6 +879,7 @@ impl Loaded {
             token: Arc::from(token),
             routing,
             reissue: false,
+            stale: false,
         }
     }
 }

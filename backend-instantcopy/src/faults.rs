@@ -1,0 +1,84 @@
+//! Fault injection for tests: cut this node off from chosen peers (both directions, every kind
+//! of traffic, the nodes staying alive), or silently lose the pushes to a peer.
+//!
+//! Always compiled (a check is one relaxed atomic load when no fault is set), but only the
+//! `testing` feature exposes a way to set one ([`InstantCopyNode::faults`](crate::InstantCopyNode::faults)).
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::RwLock;
+
+use crate::config::NodeId;
+
+/// The faults injected into one node.
+#[derive(Debug, Default)]
+pub struct Faults {
+    any: AtomicBool,
+    cut: RwLock<HashSet<NodeId>>,
+    lose_pushes: RwLock<HashSet<NodeId>>,
+}
+
+impl Faults {
+    fn refresh(&self) {
+        let any = !self.cut.read().is_empty() || !self.lose_pushes.read().is_empty();
+        self.any.store(any, Ordering::Release);
+    }
+
+    /// Cuts the link to `peer` in both directions: gossip datagrams to and from it are dropped,
+    /// calls to it time out, and its requests to this node go unanswered until they time out.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    pub fn cut(&self, peer: NodeId) {
+        self.cut.write().insert(peer);
+        self.refresh();
+    }
+
+    /// Restores the link to `peer`.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    pub fn heal(&self, peer: NodeId) {
+        self.cut.write().remove(&peer);
+        self.refresh();
+    }
+
+    /// Loses every push batch to `peer` (as if each were dropped on the way), while everything
+    /// else still flows: what anti-entropy exists to repair.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    pub fn lose_pushes_to(&self, peer: NodeId) {
+        self.lose_pushes.write().insert(peer);
+        self.refresh();
+    }
+
+    /// Stops losing pushes to `peer`.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    pub fn deliver_pushes_to(&self, peer: NodeId) {
+        self.lose_pushes.write().remove(&peer);
+        self.refresh();
+    }
+
+    /// Removes every fault.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    pub fn clear(&self) {
+        self.cut.write().clear();
+        self.lose_pushes.write().clear();
+        self.refresh();
+    }
+
+    fn active(&self) -> bool {
+        self.any.load(Ordering::Acquire)
+    }
+
+    /// True when traffic to `peer` must be dropped.
+    pub(crate) fn drops_to(&self, peer: NodeId) -> bool {
+        self.active() && self.cut.read().contains(&peer)
+    }
+
+    /// True when traffic from `peer` must be dropped.
+    pub(crate) fn drops_from(&self, peer: NodeId) -> bool {
+        self.drops_to(peer)
+    }
+
+    /// True when pushes to `peer` must be lost.
+    pub(crate) fn loses_pushes_to(&self, peer: NodeId) -> bool {
+        self.active() && self.lose_pushes.read().contains(&peer)
+    }
+}

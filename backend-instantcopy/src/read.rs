@@ -1,0 +1,418 @@
+//! The read path (paper step 2): serve from this node's memory when its copy is at least as
+//! new as the client's token, else fetch from the session's holders; and what to do when the
+//! newest copy cannot be reached.
+//!
+//! Owns the distinction the whole read contract rests on: a session that does not exist
+//! (unknown, destroyed, expired: "no session") against one whose newest copy is merely out of
+//! reach (`SessionError::Unavailable`: the user is not logged out, the request is refused with
+//! 503). Only when membership confirms that every holder that might have a newer copy is gone
+//! does the node serve the newest surviving copy, take the session over and count the writes
+//! that were lost with the others.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use session_core::{Loaded, SessionError, SessionId, SessionRecord, now_millis};
+
+use crate::client::CallError;
+use crate::config::{NodeId, OnUnreachable, Replication};
+use crate::membership::Peer;
+use crate::node::InstantCopyNode;
+use crate::placement;
+use crate::routing::Route;
+use crate::state::{Placement, SessionState, Stamp, WireState};
+use crate::wire::FetchResponse;
+
+/// A copy of a session as a read sees it: record, placement, version.
+pub(crate) type Copy = (Arc<SessionRecord>, Placement, u64);
+
+/// What asking the holders found.
+#[derive(Default)]
+pub(crate) struct Fetched {
+    /// The newest copy any holder had, with the node it came from.
+    pub(crate) best: Option<(WireState, NodeId, u64)>,
+    /// A holder said the session was destroyed.
+    pub(crate) destroyed: bool,
+    /// Holders that did not answer and are not confirmed gone (they may hold a newer copy).
+    pub(crate) unreachable: Vec<NodeId>,
+}
+
+impl InstantCopyNode {
+    pub(crate) fn route(&self, routing: &[u8]) -> Result<Route, session_core::TokenError> {
+        // Any node id is accepted here (the token is signed: only a member wrote it); ids are
+        // resolved to addresses only through the member table, so a token can never make this
+        // node contact an address that a member did not announce.
+        Route::decode(routing, |n| n.0 != 0)
+    }
+
+    /// This node's own copy, if it holds one that is live.
+    pub(crate) fn local_copy(&self, id: &SessionId, now: u64) -> Option<Copy> {
+        let shared = &self.shared;
+        let copy = shared.store.read(id, |s| {
+            (s.record().clone(), s.placement().clone(), s.version())
+        })?;
+        if copy.0.is_expired(now) {
+            return None;
+        }
+        if !placement::may_serve(shared, &copy.1) {
+            // A leftover from a time this node held the session: not kept up to date any more.
+            shared.store.remove(id);
+            return None;
+        }
+        Some(copy)
+    }
+
+    /// This node's copy whatever its placement (after taking a session over).
+    pub(crate) fn local_copy_any(&self, id: &SessionId) -> Option<Copy> {
+        self.shared.store.read(id, |s| {
+            (s.record().clone(), s.placement().clone(), s.version())
+        })
+    }
+
+    pub(crate) fn loaded_with(
+        &self,
+        token: &str,
+        token_routing: Vec<u8>,
+        token_route: &Route,
+        (record, placement, version): Copy,
+        key_rotated: bool,
+    ) -> Loaded {
+        let same = placement.owner == token_route.owner && placement.backups == token_route.backups;
+        let routing = if same {
+            token_routing
+        } else {
+            Route {
+                owner: placement.owner,
+                version,
+                backups: placement.backups.clone(),
+            }
+            .encode()
+        };
+        Loaded {
+            reissue: !same || key_rotated || !self.shared.members.is_up(placement.owner),
+            ..Loaded::new(record, token, routing)
+        }
+    }
+
+    /// Loads the session a verified token names. See the module docs.
+    pub(crate) async fn read(
+        &self,
+        token: &str,
+        routing: Vec<u8>,
+        route: Route,
+        id: SessionId,
+        rotated: bool,
+    ) -> Result<Option<Loaded>, SessionError> {
+        let shared = &self.shared;
+        let local = self.local_copy(&id, now_millis());
+        if let Some(copy) = &local {
+            if copy.2 >= route.version {
+                if copy.1.owner != shared.config.node_id && !shared.members.is_up(copy.1.owner) {
+                    // A backup serving while the owner is down.
+                    shared.metrics.failovers.inc();
+                }
+                return Ok(Some(self.loaded_with(
+                    token,
+                    routing,
+                    &route,
+                    copy.clone(),
+                    rotated,
+                )));
+            }
+            // Older than what this client already saw: replication is still in flight, or this
+            // copy missed writes.
+            shared.metrics.stale_copies.inc();
+        }
+        let fetched = self
+            .fetch_remote(id, &route, local.as_ref().map(|c| &c.1))
+            .await;
+        if fetched.destroyed {
+            shared.store.destroy(
+                id,
+                now_millis() + shared.policy.absolute_timeout().as_millis() as u64,
+            );
+            return Ok(None);
+        }
+        if let Some((w, from, v)) = &fetched.best
+            && *v >= route.version
+        {
+            return Ok(self.adopt_fetched(token, routing, &route, w, *from, rotated, false));
+        }
+        // No copy as new as the token can be had. Which copy is the newest that can?
+        let local_v = local.as_ref().map(|c| c.2);
+        let fetched_v = fetched.best.as_ref().map(|b| b.2);
+        let newest_is_local = match (local_v, fetched_v) {
+            (Some(l), Some(f)) => l >= f,
+            (Some(_), None) => true,
+            _ => false,
+        };
+        let newest_v = local_v.max(fetched_v);
+        if !fetched.unreachable.is_empty() {
+            // Someone who may hold the newest copy is merely out of reach.
+            if shared.config.on_unreachable == OnUnreachable::Stale && newest_v.is_some() {
+                shared.metrics.stale_serves.inc();
+                let copy = if newest_is_local {
+                    local
+                } else {
+                    fetched.best.as_ref().and_then(|(w, _, _)| {
+                        SessionState::from_wire(w)
+                            .map(|s| (s.record().clone(), s.placement().clone(), s.version()))
+                    })
+                };
+                if let Some(copy) = copy {
+                    let mut l = self.loaded_with(token, routing, &route, copy, rotated);
+                    l.stale = true;
+                    l.reissue = false;
+                    return Ok(Some(l));
+                }
+            }
+            shared.metrics.unavailable_reads.inc();
+            return Err(SessionError::Unavailable {
+                backend: crate::backend::SCHEME,
+                context: format!(
+                    "the newest copy of the session is out of reach (node{} {} not answering); \
+                     retry shortly",
+                    if fetched.unreachable.len() == 1 {
+                        ""
+                    } else {
+                        "s"
+                    },
+                    fetched
+                        .unreachable
+                        .iter()
+                        .map(|n| n.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                source: None,
+            });
+        }
+        // Every holder that might have had a newer copy answered or is confirmed gone.
+        match newest_v {
+            Some(v) => {
+                shared.metrics.lost_writes.inc();
+                tracing::warn!(
+                    session = ?id,
+                    token_version = route.version,
+                    surviving_version = v,
+                    "the newest copy of a session was lost with its holders: serving the newest \
+                     surviving copy; writes after it are lost"
+                );
+                let loaded = if newest_is_local {
+                    self.take_over_local(&id);
+                    self.local_copy_any(&id)
+                        .map(|c| self.loaded_with(token, routing, &route, c, rotated))
+                } else {
+                    let (w, from, _) = fetched.best.as_ref().ok_or(SessionError::Gone)?;
+                    self.adopt_fetched(token, routing, &route, w, *from, rotated, true)
+                };
+                // The surviving copy becomes newer than what the client's token names, so later
+                // requests with the same token are local hits and nothing is counted twice.
+                let clock = &shared.clock;
+                clock.observe(Stamp {
+                    time: route.version,
+                    node: route.owner.0,
+                });
+                shared
+                    .store
+                    .update(&id, |s| s.touch(clock.now(), now_millis(), &shared.policy));
+                Ok(loaded.map(|mut l| {
+                    l.reissue = true;
+                    if let Some(c) = self.local_copy_any(&id) {
+                        l.record = c.0;
+                    }
+                    l
+                }))
+            }
+            None => {
+                if route.version > 0 {
+                    shared.metrics.sessions_lost.inc();
+                    tracing::info!(session = ?id, "no copy of the session survives; starting afresh");
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// Takes over a session this node holds a copy of (its other holders are gone).
+    fn take_over_local(&self, id: &SessionId) {
+        let shared = &self.shared;
+        let me = shared.config.node_id;
+        let backups = match shared.config.replication {
+            Replication::All => Vec::new(),
+            Replication::Backups(_) => placement::backups_for(shared, id),
+        };
+        let next = Placement {
+            stamp: shared.clock.now(),
+            owner: me,
+            backups,
+        };
+        shared.store.update(id, |s| s.set_placement(next));
+        shared.metrics.failovers.inc();
+    }
+
+    /// Uses a fetched copy: kept when this node holds the session or takes it over (`force`, or
+    /// the owner is down), else for this request only.
+    #[allow(clippy::too_many_arguments)]
+    fn adopt_fetched(
+        &self,
+        token: &str,
+        routing: Vec<u8>,
+        route: &Route,
+        w: &WireState,
+        from: NodeId,
+        rotated: bool,
+        force: bool,
+    ) -> Option<Loaded> {
+        let shared = &self.shared;
+        let fetched = SessionState::from_wire(w)?;
+        if fetched.record().is_expired(now_millis()) {
+            return None;
+        }
+        let owner_up = shared.members.is_up(fetched.placement().owner);
+        if from != fetched.placement().owner || !owner_up {
+            shared.metrics.failovers.inc();
+        }
+        if force || placement::holds(shared, fetched.placement()) || !owner_up {
+            shared.store.apply(w);
+            if force {
+                self.take_over_local(&w.id);
+            }
+            self.local_copy_any(&w.id)
+                .map(|copy| self.loaded_with(token, routing, route, copy, rotated))
+        } else {
+            // Not a holder: use the copy for this request only (holders get the writes).
+            let copy = (
+                fetched.record().clone(),
+                fetched.placement().clone(),
+                fetched.version(),
+            );
+            Some(self.loaded_with(token, routing, route, copy, rotated))
+        }
+    }
+
+    /// Who may hold a copy, in the order to ask: the holders the token names, those this node's
+    /// own copy names, then (for a second round) every other alive member with
+    /// `replication = "all"`, or the alive members rendezvous hashing ranks first.
+    fn candidates(
+        &self,
+        id: &SessionId,
+        route: &Route,
+        local: Option<&Placement>,
+    ) -> (Vec<NodeId>, Vec<NodeId>) {
+        let shared = &self.shared;
+        let me = shared.config.node_id;
+        let mut first: Vec<NodeId> = Vec::new();
+        let push = |v: &mut Vec<NodeId>, n: NodeId| {
+            if n != me && !v.contains(&n) {
+                v.push(n);
+            }
+        };
+        for n in route.holders() {
+            push(&mut first, n);
+        }
+        if let Some(p) = local {
+            for n in std::iter::once(p.owner).chain(p.backups.iter().copied()) {
+                push(&mut first, n);
+            }
+        }
+        let mut second: Vec<NodeId> = Vec::new();
+        let mut alive = shared.members.live_peer_ids();
+        alive.sort_by_key(|n| std::cmp::Reverse(crate::routing::score(id, *n)));
+        let extra = match shared.config.replication {
+            Replication::All => alive.len(),
+            Replication::Backups(k) => k as usize + 1,
+        };
+        for n in alive.into_iter().take(extra) {
+            if !first.contains(&n) {
+                push(&mut second, n);
+            }
+        }
+        (first, second)
+    }
+
+    /// Asks the session's possible holders for it, concurrently: the first copy at least as new
+    /// as the token wins at once; otherwise every answer is collected, and each holder that
+    /// did not answer is classified as gone or merely unreachable.
+    pub(crate) async fn fetch_remote(
+        &self,
+        id: SessionId,
+        route: &Route,
+        local: Option<&Placement>,
+    ) -> Fetched {
+        let shared = &self.shared;
+        let (first, second) = self.candidates(&id, route, local);
+        let mut out = Fetched::default();
+        for wave in [first, second] {
+            let mut asks: FuturesUnordered<_> = FuturesUnordered::new();
+            for n in wave {
+                match shared.members.get(n) {
+                    Some(p) if p.is_up() || !shared.members.is_gone(n) => {
+                        asks.push(self.ask(p, id));
+                    }
+                    Some(_) => {} // confirmed gone: nothing to ask
+                    None if !shared.members.is_gone(n) => out.unreachable.push(n),
+                    None => {}
+                }
+            }
+            while let Some((peer, answer)) = asks.next().await {
+                match answer {
+                    Ok(FetchResponse::Found(w)) => {
+                        shared.observe(&w);
+                        let Some(v) = SessionState::from_wire(&w).map(|s| s.version()) else {
+                            continue;
+                        };
+                        let better = out.best.as_ref().is_none_or(|(_, _, bv)| v > *bv);
+                        if better {
+                            out.best = Some((w, peer.id, v));
+                        }
+                        if v >= route.version {
+                            return out;
+                        }
+                    }
+                    Ok(FetchResponse::Destroyed) => {
+                        out.destroyed = true;
+                        return out;
+                    }
+                    Ok(FetchResponse::NotFound) => {}
+                    Err(e) => {
+                        tracing::debug!(peer = %peer.id, error = %e, "fetch failed");
+                        if !shared.members.is_gone(peer.id) {
+                            out.unreachable.push(peer.id);
+                        }
+                    }
+                }
+            }
+            // A second round only when the first found nothing as new as the token.
+        }
+        out.unreachable.sort_unstable();
+        out.unreachable.dedup();
+        out
+    }
+
+    async fn ask(
+        &self,
+        peer: Arc<Peer>,
+        id: SessionId,
+    ) -> (Arc<Peer>, Result<FetchResponse, CallError>) {
+        let shared = &self.shared;
+        shared.counters.network(1);
+        let r = shared.client.fetch(&peer, id).await;
+        match &r {
+            Ok(_) => shared.members.member_answered(&peer),
+            Err(e) => {
+                shared.metrics.fetch_failures.inc();
+                crate::failure::after_failed_call(
+                    &shared.members,
+                    &shared.client,
+                    &shared.gossip,
+                    &peer,
+                    e,
+                )
+                .await;
+            }
+        }
+        (peer, r)
+    }
+}
