@@ -78,6 +78,7 @@ impl BackendFactory for CookieFactory {
                 .map_err(|e| format!("cookie backend config: {e}"))
         };
         Ok(Harness {
+            outage: None,
             nodes: vec![node()?, node()?],
             settle: None,
         })

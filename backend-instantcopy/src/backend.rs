@@ -7,7 +7,7 @@ use session_core::{
     SessionId, now_millis,
 };
 
-use crate::config::{NodeId, Replication};
+use crate::config::{Ack, NodeId, Replication};
 use crate::node::InstantCopyNode;
 use crate::placement;
 use crate::state::{Placement, SessionState};
@@ -97,6 +97,15 @@ impl SessionBackend for InstantCopyNode {
                 return Err(SessionError::Gone);
             }
             None => return self.save_remote(loaded, delta, now).await,
+        }
+        if shared.config.ack != Ack::Async && shared.members.live_peer_ids().is_empty() {
+            // No live member could acknowledge it (a dead holder is replaced by any live
+            // member before the write goes out): refuse before applying anything.
+            shared.metrics.ack_failures.inc();
+            return Err(self.unavailable_write(format!(
+                "ack = {} but no live replica can hold the write",
+                shared.config.ack
+            )));
         }
         let stamp = shared.clock.now();
         let applied = shared.store.update(&id, |s| {

@@ -187,7 +187,9 @@ pub struct Config {
     /// Where to find the cluster: `host:port` of any members' cluster ports. A host may be a
     /// DNS name resolving to several addresses; names are resolved again every
     /// `seed_refresh_interval`, so members that appear later are found. This node's own address
-    /// may be among them. Empty (and no `members`): this node starts a new cluster.
+    /// may be among them. Empty (and no `members`): this node starts a new cluster. Also
+    /// accepted as one comma-separated string (convenient in an environment variable).
+    #[serde(deserialize_with = "list_or_commas")]
     pub seeds: Vec<String>,
     /// The older static member list (`{ id, addr }`); still accepted, and used as seeds.
     pub members: Vec<Member>,
@@ -279,6 +281,25 @@ impl Default for Config {
             rebalance_rate: 1000,
         }
     }
+}
+
+/// A list of strings, given as a list or as one comma-separated string.
+fn list_or_commas<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        List(Vec<String>),
+        One(String),
+    }
+    Ok(match Raw::deserialize(d)? {
+        Raw::List(v) => v,
+        Raw::One(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|x| !x.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
 }
 
 /// A configuration mistake, naming the field.
@@ -455,6 +476,11 @@ mod tests {
                 "127.0.0.1:7002".into(),
                 "127.0.0.1:7003".into()
             ]
+        );
+        let c: Config = serde_json::from_str(r#"{"seeds": "a.svc:7001, 10.0.0.2:7001,"}"#).unwrap();
+        assert_eq!(
+            c.seeds,
+            vec!["a.svc:7001".to_string(), "10.0.0.2:7001".into()]
         );
         for bad_seed in ["no-port", "host:0", ":7001", "host:http"] {
             let c = Config {

@@ -168,6 +168,12 @@ impl Store {
         }
     }
 
+    /// Forgets every session copy (tombstones stay). Tests use it to stand for a node whose
+    /// copies are all behind.
+    pub fn clear(&self) {
+        self.sessions.clear();
+    }
+
     /// Forgets a copy without a tombstone (an expired or stale copy).
     pub fn remove(&self, id: &SessionId) {
         self.sessions.remove(id);

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use parking_lot::{Mutex, RwLock};
-use session_core::testing::{BackendFactory, Capabilities, Harness, SettleFn};
+use session_core::testing::{BackendFactory, Capabilities, Harness, OutageFn, SettleFn};
 use session_core::{
     Counters, Delta, ExpiryPolicy, KeyRing, Loaded, Saved, SessionBackend, SessionData,
     SessionError,
@@ -497,7 +497,11 @@ impl BackendFactory for InstantCopyFactory {
         )
     }
     fn capabilities(&self) -> Capabilities {
-        Capabilities::server_side()
+        if self.nodes > 1 {
+            Capabilities::server_side()
+        } else {
+            Capabilities::server_side().in_process()
+        }
     }
     async fn build(&self, policy: ExpiryPolicy) -> Result<Harness, String> {
         let cluster = LocalCluster::start(self.nodes, self.replication, self.ack, policy).await?;
@@ -507,9 +511,38 @@ impl BackendFactory for InstantCopyFactory {
             let c = c.clone();
             Box::pin(async move { c.settle().await })
         });
+        // The outage: the last node is cut off from every other (both directions, all alive)
+        // and holds no copy of its own, so the newest copy is out of its reach.
+        let c = cluster.clone();
+        let outage: OutageFn = Arc::new(move |down| {
+            let c = c.clone();
+            Box::pin(async move {
+                let last = c.len() - 1;
+                let Some(cut_off) = c.instance(last) else {
+                    return;
+                };
+                for i in 0..last {
+                    let Some(other) = c.instance(i) else { continue };
+                    if down {
+                        cut_off.faults().cut(other.node_id());
+                        other.faults().cut(cut_off.node_id());
+                    } else {
+                        cut_off.faults().heal(other.node_id());
+                        other.faults().heal(cut_off.node_id());
+                    }
+                }
+                if down {
+                    // Let requests already past the cut land before the copies go, or one could
+                    // bring a copy back.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    cut_off.shared().store.clear();
+                }
+            })
+        });
         Ok(Harness {
             nodes,
             settle: Some(settle),
+            outage: Some(outage),
         })
     }
 }

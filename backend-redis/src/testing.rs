@@ -134,22 +134,64 @@ impl BackendFactory for RedisFactory {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::server_side()
+        if self.config.url.is_some() {
+            Capabilities::server_side()
+        } else {
+            Capabilities::server_side().without_outage(
+                "a Redis Cluster client learns every master's address from the cluster itself, \
+                 so no proxy can stand in between; the single-server run covers the outage path",
+            )
+        }
     }
 
     async fn build(&self, policy: ExpiryPolicy) -> Result<Harness, String> {
-        let mut nodes: Vec<Arc<dyn SessionBackend>> = Vec::new();
-        for _ in 0..2 {
-            let b = self
-                .backend(policy)
+        let connect = |config: RedisConfig| async move {
+            RedisBackend::connect(config, policy, &self.keys)
                 .await
-                .map_err(|e| format!("connecting: {e} ({:?})", std::error::Error::source(&e)))?;
-            nodes.push(Arc::new(b));
-        }
+                .map_err(|e| format!("connecting: {e} ({:?})", std::error::Error::source(&e)))
+        };
+        let mut nodes: Vec<Arc<dyn SessionBackend>> =
+            vec![Arc::new(connect(self.config.clone()).await?)];
+        let Some(url) = &self.config.url else {
+            nodes.push(Arc::new(connect(self.config.clone()).await?));
+            return Ok(Harness {
+                nodes,
+                settle: None,
+                outage: None,
+            });
+        };
+        // The second node reaches Redis through a proxy the outage check can take down.
+        let target = session_core::testing::url_addr(url, 6379)
+            .ok_or_else(|| "cannot resolve the Redis address from its URL".to_string())?;
+        let proxy = Arc::new(
+            session_core::testing::TcpProxy::start(target)
+                .await
+                .map_err(|e| format!("starting the outage proxy: {e}"))?,
+        );
+        let mut proxied = self.config.clone();
+        proxied.url = Some(session_core::testing::with_host_port(
+            url,
+            "127.0.0.1",
+            proxy.addr.port(),
+        ));
+        proxied.response_timeout = std::time::Duration::from_millis(500);
+        proxied.connection_timeout = std::time::Duration::from_millis(500);
+        nodes.push(Arc::new(connect(proxied).await?));
         Ok(Harness {
             nodes,
             settle: None,
-        })
+            outage: None,
+        }
+        .with_outage(Arc::new(move |down| {
+            let proxy = proxy.clone();
+            Box::pin(async move {
+                if down {
+                    proxy.down().await;
+                } else if let Err(e) = proxy.up().await {
+                    eprintln!("the outage proxy did not come back: {e}");
+                }
+            })
+        })))
     }
 
     async fn teardown(&self) {

@@ -30,5 +30,13 @@ async fn redis_cluster_passes_the_suite() {
     let report = run(factory.clone()).await;
     println!("{report}");
     report.assert_passed();
-    assert!(report.results.iter().all(|r| r.outcome == Outcome::Passed));
+    for r in &report.results {
+        match r.name {
+            "store_outage_is_unavailable" => assert!(
+                matches!(r.outcome, Outcome::Skipped(_)),
+                "a Redis Cluster client bypasses any proxy, so the outage check is skipped"
+            ),
+            _ => assert_eq!(r.outcome, Outcome::Passed, "{}", r.name),
+        }
+    }
 }

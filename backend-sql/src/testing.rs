@@ -188,7 +188,32 @@ impl BackendFactory for PostgresFactory {
         let config = test_config(self.schema.url())
             .with_schema(self.schema.name())
             .with_table(format!("s{n}"));
-        build_nodes(config, policy, self.nodes).await
+        // The last node reaches PostgreSQL through a proxy the outage check can take down.
+        let target = session_core::testing::url_addr(self.schema.url(), 5432)
+            .ok_or_else(|| "cannot resolve the database's address from its URL".to_string())?;
+        let proxy = Arc::new(
+            session_core::testing::TcpProxy::start(target)
+                .await
+                .map_err(|e| format!("starting the outage proxy: {e}"))?,
+        );
+        let mut proxied = config.clone();
+        proxied.url =
+            session_core::testing::with_host_port(&config.url, "127.0.0.1", proxy.addr.port());
+        proxied.acquire_timeout = std::time::Duration::from_millis(700);
+        let keys = KeyRing::generate();
+        let mut harness = build_nodes(config, policy, &keys, self.nodes.saturating_sub(1)).await?;
+        let last = build_nodes(proxied, policy, &keys, 1).await?;
+        harness.nodes.extend(last.nodes);
+        Ok(harness.with_outage(Arc::new(move |down| {
+            let proxy = proxy.clone();
+            Box::pin(async move {
+                if down {
+                    proxy.down().await;
+                } else if let Err(e) = proxy.up().await {
+                    eprintln!("the outage proxy did not come back: {e}");
+                }
+            })
+        })))
     }
 
     async fn teardown(&self) {
@@ -239,25 +264,27 @@ impl BackendFactory for SqliteFactory {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::server_side()
+        Capabilities::server_side().without_outage(
+            "SQLite is a file opened by the serving process: there is no server to lose contact with",
+        )
     }
 
     async fn build(&self, policy: ExpiryPolicy) -> Result<Harness, String> {
         let n = self.builds.fetch_add(1, Ordering::SeqCst);
         let config = test_config(self.url_for(&format!("b{n}.db")));
-        build_nodes(config, policy, self.nodes).await
+        build_nodes(config, policy, &KeyRing::generate(), self.nodes).await
     }
 }
 
 async fn build_nodes(
     config: SqlConfig,
     policy: ExpiryPolicy,
+    keys: &KeyRing,
     nodes: usize,
 ) -> Result<Harness, String> {
-    let keys = KeyRing::generate();
     let mut built: Vec<Arc<dyn SessionBackend>> = Vec::with_capacity(nodes);
     for i in 0..nodes {
-        let b = SqlBackend::connect(config.clone(), policy, &keys)
+        let b = SqlBackend::connect(config.clone(), policy, keys)
             .await
             .map_err(|e| format!("connecting node {i}: {e}"))?;
         built.push(Arc::new(b));
@@ -265,5 +292,6 @@ async fn build_nodes(
     Ok(Harness {
         nodes: built,
         settle: None,
+        outage: None,
     })
 }

@@ -39,9 +39,11 @@ pub struct AppState {
     pub metrics: Arc<HttpMetrics>,
     /// When the node started.
     pub started: Instant,
+    /// Set once a shutdown began (`/readyz` then answers 503).
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
-/// An error answered as JSON `{"error": "..."}`.
+/// An error answered as JSON `{"error": "..."}` (503s also carry `Retry-After`).
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
@@ -67,17 +69,28 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.message }))).into_response()
+        let mut res = (self.status, Json(json!({ "error": self.message }))).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            res.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from(session_core::RETRY_AFTER_SECS),
+            );
+        }
+        res
     }
 }
 
 impl From<SessionError> for ApiError {
     fn from(e: SessionError) -> Self {
-        // Keep the layer's mapping (opaque 500, clear messages for too-large and gone), as JSON.
+        // Keep the layer's mapping (503 for an unreachable store, opaque 500, clear messages for
+        // too-large and gone), as JSON.
         let status = e.into_response().status();
         let message = match status {
             StatusCode::INTERNAL_SERVER_ERROR => "internal error".to_string(),
             StatusCode::CONFLICT => "the session expired during the request".to_string(),
+            StatusCode::SERVICE_UNAVAILABLE => {
+                "the session store is temporarily unavailable; retry shortly".to_string()
+            }
             other => other.canonical_reason().unwrap_or("error").to_string(),
         };
         ApiError { status, message }
@@ -116,6 +129,7 @@ pub fn router(config: &DemoConfig, backend: Backend) -> (Router, Arc<AppState>) 
         node_id: config.node_id,
         metrics: Arc::new(HttpMetrics::new()),
         started: Instant::now(),
+        draining: std::sync::atomic::AtomicBool::new(false),
         backend,
     });
     let layer = SessionLayer::with_config(state.backend.session.clone(), config.layer_config());
@@ -129,6 +143,7 @@ pub fn router(config: &DemoConfig, backend: Backend) -> (Router, Arc<AppState>) 
         .layer(layer)
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/status.json", get(status_json))
         .route("/", get(status_page))
         .fallback(|| async {
@@ -278,6 +293,43 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Json<Value> {
     Json(
         json!({ "status": "ok", "node": state.node_id, "backend": state.backend.session.scheme() }),
     )
+}
+
+/// `GET /readyz`: 200 once the node holds what it should (instant copy: its initial sync is
+/// done), 503 with the reason otherwise (joining, syncing, draining). The body also says whether
+/// the node is *cluster safe* (every session it leads has all its live copies). Backends with a
+/// shared store are ready as soon as they serve (they refused to start without their store).
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let draining = state.draining.load(std::sync::atomic::Ordering::Acquire);
+    let body = match &state.backend.node {
+        Some(node) => {
+            let r = node.readiness();
+            json!({
+                "ready": r.ready && !draining,
+                "cluster_safe": r.cluster_safe && !draining,
+                "phase": if draining { "draining".into() } else { json!(r.phase) },
+                "reason": if draining { "shutting down".to_string() } else { r.reason },
+                "members_alive": r.members_alive,
+                "peers_synced": r.peers_synced,
+                "pending_updates": r.pending_updates,
+                "under_replicated": r.under_replicated,
+                "node": state.node_id,
+            })
+        }
+        None => json!({
+            "ready": !draining,
+            "cluster_safe": !draining,
+            "phase": if draining { "draining" } else { "ready" },
+            "reason": if draining { "shutting down" } else { "" },
+            "node": state.node_id,
+        }),
+    };
+    let status = if body["ready"].as_bool() == Some(true) {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {

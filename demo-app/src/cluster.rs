@@ -38,6 +38,8 @@ pub struct ClusterSpec {
     pub log: String,
     /// Forward the nodes' logs to this process's stderr (otherwise they are discarded).
     pub show_logs: bool,
+    /// More `DEMO_*` settings for every node (timings for tests, say).
+    pub extra_env: Vec<(String, String)>,
 }
 
 impl ClusterSpec {
@@ -56,6 +58,7 @@ impl ClusterSpec {
             idle_timeout: None,
             log: "warn".into(),
             show_logs: false,
+            extra_env: Vec::new(),
         }
     }
 }
@@ -121,15 +124,24 @@ pub struct LocalCluster {
     binary: PathBuf,
     config_file: Option<PathBuf>,
     show_logs: bool,
+    spec: ClusterSpec,
+    secret: String,
+    seeds: String,
 }
 
-/// `n` distinct free loopback addresses: every listener is held until all are chosen, so the
+/// `n` distinct free loopback addresses, free for TCP and for UDP (an instant-copy node
+/// gossips on its cluster port's number): every socket is held until all are chosen, so the
 /// kernel cannot hand one port out twice.
 fn free_addrs(n: usize) -> std::io::Result<Vec<SocketAddr>> {
-    let listeners = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<Vec<_>>>()?;
-    listeners.iter().map(|l| l.local_addr()).collect()
+    let mut held = Vec::new();
+    while held.len() < n {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let addr = tcp.local_addr()?;
+        if let Ok(udp) = std::net::UdpSocket::bind(addr) {
+            held.push((tcp, udp));
+        }
+    }
+    held.iter().map(|(t, _)| t.local_addr()).collect()
 }
 
 /// How many times [`LocalCluster::start`] tries with fresh ports when a node exits while
@@ -174,80 +186,29 @@ impl LocalCluster {
         let spawn_err = |node: u16| move |source| ClusterError::Spawn { node, source };
         let addrs = free_addrs(2 * spec.nodes).map_err(spawn_err(1))?;
         let (apps, clusters) = addrs.split_at(spec.nodes);
-        let members: Vec<String> = clusters
-            .iter()
-            .enumerate()
-            .map(|(i, a)| format!("{{id={}, addr=\"{a}\"}}", i + 1))
-            .collect();
-        let members = format!("[{}]", members.join(", "));
+        // Every node gets every cluster address as a seed, as a DNS name of a headless
+        // Service would give them (each node leaves its own out).
+        let seeds: Vec<String> = clusters.iter().map(|a| a.to_string()).collect();
+        let seeds = seeds.join(",");
         let mut nodes = Vec::new();
         for i in 0..spec.nodes {
-            let id = i as u16 + 1;
-            let mut env: Vec<(String, String)> = vec![
-                ("DEMO_NODE_ID".into(), id.to_string()),
-                ("DEMO_APP_ADDR".into(), apps[i].to_string()),
-                ("DEMO_DEV".into(), "false".into()),
-                ("DEMO_SESSION__SECURE".into(), "false".into()),
-                ("DEMO_LOG".into(), spec.log.clone()),
-                ("SESSION_SECRET".into(), secret.clone()),
-                ("DEMO_BACKEND__KIND".into(), spec.backend.as_str().into()),
-            ];
-            if let Some(t) = spec.idle_timeout {
-                env.push((
-                    "DEMO_SESSION__IDLE_TIMEOUT".into(),
-                    format!("{}ms", t.as_millis()),
-                ));
-            }
-            match spec.backend {
-                BackendKind::Instantcopy => {
-                    env.push((
-                        "DEMO_BACKEND__INSTANTCOPY__CLUSTER_ADDR".into(),
-                        clusters[i].to_string(),
-                    ));
-                    env.push(("DEMO_BACKEND__INSTANTCOPY__MEMBERS".into(), members.clone()));
-                    env.push((
-                        "DEMO_BACKEND__INSTANTCOPY__REPLICATION".into(),
-                        match spec.replication {
-                            Replication::All => "\"all\"".into(),
-                            Replication::Backups(k) => k.to_string(),
-                        },
-                    ));
-                    env.push((
-                        "DEMO_BACKEND__INSTANTCOPY__ACK".into(),
-                        spec.ack.to_string(),
-                    ));
-                }
-                BackendKind::Sql => {
-                    if let Some(u) = &spec.database_url {
-                        env.push(("DEMO_BACKEND__SQL__URL".into(), u.clone()));
-                    }
-                    if let Some(s) = &spec.sql_schema {
-                        env.push(("DEMO_BACKEND__SQL__SCHEMA".into(), s.clone()));
-                    }
-                }
-                BackendKind::Redis => {
-                    if let Some(u) = &spec.redis_url {
-                        env.push(("DEMO_BACKEND__REDIS__URL".into(), u.clone()));
-                    }
-                    if let Some(p) = &spec.redis_prefix {
-                        env.push(("DEMO_BACKEND__REDIS__KEY_PREFIX".into(), p.clone()));
-                    }
-                }
-                BackendKind::Cookie => {}
-            }
-            nodes.push(NodeProcess {
-                id,
-                url: format!("http://{}", apps[i]),
-                cluster_addr: (spec.backend == BackendKind::Instantcopy).then_some(clusters[i]),
-                child: None,
-                env,
-            });
+            nodes.push(node_process(
+                spec,
+                i as u16 + 1,
+                apps[i],
+                clusters[i],
+                &seeds,
+                &secret,
+            ));
         }
         let mut cluster = LocalCluster {
             nodes,
             binary: binary.to_path_buf(),
             config_file: spec.config_file.clone(),
             show_logs: spec.show_logs,
+            spec: spec.clone(),
+            secret,
+            seeds,
         };
         for i in 0..cluster.nodes.len() {
             cluster.spawn(i)?;
@@ -255,7 +216,80 @@ impl LocalCluster {
         cluster.wait_ready(Duration::from_secs(60)).await?;
         Ok(cluster)
     }
+}
 
+/// The process description of node `id`.
+fn node_process(
+    spec: &ClusterSpec,
+    id: u16,
+    app: SocketAddr,
+    cluster: SocketAddr,
+    seeds: &str,
+    secret: &str,
+) -> NodeProcess {
+    let mut env: Vec<(String, String)> = vec![
+        ("DEMO_NODE_ID".into(), id.to_string()),
+        ("DEMO_APP_ADDR".into(), app.to_string()),
+        ("DEMO_DEV".into(), "false".into()),
+        ("DEMO_SESSION__SECURE".into(), "false".into()),
+        ("DEMO_LOG".into(), spec.log.clone()),
+        ("SESSION_SECRET".into(), secret.to_owned()),
+        ("DEMO_BACKEND__KIND".into(), spec.backend.as_str().into()),
+    ];
+    if let Some(t) = spec.idle_timeout {
+        env.push((
+            "DEMO_SESSION__IDLE_TIMEOUT".into(),
+            format!("{}ms", t.as_millis()),
+        ));
+    }
+    match spec.backend {
+        BackendKind::Instantcopy => {
+            env.push((
+                "DEMO_BACKEND__INSTANTCOPY__CLUSTER_ADDR".into(),
+                cluster.to_string(),
+            ));
+            env.push(("DEMO_BACKEND__INSTANTCOPY__SEEDS".into(), seeds.to_owned()));
+            env.push((
+                "DEMO_BACKEND__INSTANTCOPY__REPLICATION".into(),
+                match spec.replication {
+                    Replication::All => "\"all\"".into(),
+                    Replication::Backups(k) => k.to_string(),
+                },
+            ));
+            env.push((
+                "DEMO_BACKEND__INSTANTCOPY__ACK".into(),
+                spec.ack.to_string(),
+            ));
+        }
+        BackendKind::Sql => {
+            if let Some(u) = &spec.database_url {
+                env.push(("DEMO_BACKEND__SQL__URL".into(), u.clone()));
+            }
+            if let Some(s) = &spec.sql_schema {
+                env.push(("DEMO_BACKEND__SQL__SCHEMA".into(), s.clone()));
+            }
+        }
+        BackendKind::Redis => {
+            if let Some(u) = &spec.redis_url {
+                env.push(("DEMO_BACKEND__REDIS__URL".into(), u.clone()));
+            }
+            if let Some(p) = &spec.redis_prefix {
+                env.push(("DEMO_BACKEND__REDIS__KEY_PREFIX".into(), p.clone()));
+            }
+        }
+        BackendKind::Cookie => {}
+    }
+    env.extend(spec.extra_env.iter().cloned());
+    NodeProcess {
+        id,
+        url: format!("http://{app}"),
+        cluster_addr: (spec.backend == BackendKind::Instantcopy).then_some(cluster),
+        child: None,
+        env,
+    }
+}
+
+impl LocalCluster {
     fn spawn(&mut self, i: usize) -> Result<(), ClusterError> {
         let node = &mut self.nodes[i];
         let mut cmd = Command::new(&self.binary);
@@ -344,6 +378,96 @@ impl LocalCluster {
         self.kill(i).await;
         self.spawn(i)?;
         self.wait_ready(Duration::from_secs(60)).await
+    }
+
+    /// Stops node `i` gracefully (SIGTERM: it stops taking requests, an instant-copy node
+    /// drains) and waits up to `grace` for it to exit, killing it after that. Returns its exit
+    /// status (`None` if it was not running or had to be killed).
+    pub async fn terminate(
+        &mut self,
+        i: usize,
+        grace: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let mut child = self.nodes[i].child.take()?;
+        if let Some(pid) = child.id() {
+            terminate(pid);
+        }
+        match tokio::time::timeout(grace, child.wait()).await {
+            Ok(Ok(status)) => Some(status),
+            _ => {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                None
+            }
+        }
+    }
+
+    /// Starts node `i` (again) with its ports and settings, without waiting for it.
+    pub fn start_node(&mut self, i: usize) -> Result<(), ClusterError> {
+        if self.nodes[i].child.is_some() {
+            return Ok(());
+        }
+        self.spawn(i)
+    }
+
+    /// Waits until node `i` answers `GET /readyz` with 200 (instant copy: its initial sync is
+    /// done), or `timeout` passes. Returns the last `/readyz` body.
+    pub async fn wait_node_ready(
+        &mut self,
+        i: usize,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, ClusterError> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .no_proxy()
+            .build()
+            .map_err(|e| ClusterError::Other(e.to_string()))?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let node = &mut self.nodes[i];
+        loop {
+            if let Ok(res) = client.get(format!("{}/readyz", node.url)).send().await {
+                let ok = res.status().is_success();
+                let body: serde_json::Value = res.json().await.unwrap_or_default();
+                if ok {
+                    return Ok(body);
+                }
+            }
+            if let Some(child) = node.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                return Err(ClusterError::Exited {
+                    node: node.id,
+                    status,
+                });
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ClusterError::NotReady {
+                    node: node.id,
+                    secs: timeout.as_secs(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Adds a node (the next id) on fresh ports whose seeds are the current members' cluster
+    /// addresses, starts it and waits until it answers. Returns its index.
+    pub async fn add_node(&mut self) -> Result<usize, ClusterError> {
+        let id = self.nodes.len() as u16 + 1;
+        let addrs = free_addrs(2).map_err(|source| ClusterError::Spawn { node: id, source })?;
+        let node = node_process(
+            &self.spec,
+            id,
+            addrs[0],
+            addrs[1],
+            &self.seeds,
+            &self.secret,
+        );
+        self.nodes.push(node);
+        let i = self.nodes.len() - 1;
+        self.spawn(i)?;
+        self.wait_node_ready(i, Duration::from_secs(60)).await?;
+        Ok(i)
     }
 
     /// Stops every node gracefully (SIGTERM, so instant-copy nodes flush their pushes), killing

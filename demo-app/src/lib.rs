@@ -37,12 +37,32 @@ use std::time::Duration;
 
 use config::{ConfigError, DemoConfig, SecretSource};
 
+/// How a node's run ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServeOutcome {
+    /// For instant copy: what the drain on shutdown did.
+    pub drain: Option<backend_instantcopy::DrainReport>,
+}
+
+impl ServeOutcome {
+    /// The process exit code: 0, or 3 when a drain left sessions without a confirmed copy on
+    /// another member (they survive only where an older copy survives).
+    pub fn exit_code(&self) -> u8 {
+        match self.drain {
+            Some(d) if d.left_behind > 0 => 3,
+            _ => 0,
+        }
+    }
+}
+
 /// Starts one node and serves until `shutdown` completes, then shuts the backend down
-/// gracefully (pending replication is flushed).
+/// gracefully: `/readyz` turns 503, the app stops taking requests and finishes those in flight,
+/// and an instant-copy node drains (tells its peers it leaves and hands off every session that
+/// would otherwise lose a copy, within `drain_timeout`).
 pub async fn serve(
     config: DemoConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ConfigError> {
+) -> Result<ServeOutcome, ConfigError> {
     let (keys, source) = config::load_secrets(&config)?;
     match &source {
         SecretSource::Generated => tracing::warn!(
@@ -79,13 +99,40 @@ pub async fn serve(
         "demo node listening"
     );
     let sampler = tokio::spawn(sample_loop(state.clone()));
+    let flag = state.clone();
+    let shutdown = async move {
+        shutdown.await;
+        flag.draining
+            .store(true, std::sync::atomic::Ordering::Release);
+        tracing::info!("shutting down: no new requests; finishing those in flight");
+    };
     let served = axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await;
     sampler.abort();
-    tracing::info!("shutting down: flushing the session backend");
-    backend.session.shutdown().await;
-    served.map_err(|e| ConfigError(format!("server error: {e}")))
+    let mut outcome = ServeOutcome::default();
+    match &backend.node {
+        Some(node) => {
+            tracing::info!("draining: handing sessions off to the other members");
+            let report = node.drain().await;
+            tracing::info!(
+                sessions = report.sessions,
+                handed_off = report.handed_off,
+                left_behind = report.left_behind,
+                peers = report.peers,
+                elapsed_ms = report.elapsed_ms,
+                timed_out = report.timed_out,
+                "drained"
+            );
+            outcome.drain = Some(report);
+        }
+        None => {
+            tracing::info!("shutting down: flushing the session backend");
+            backend.session.shutdown().await;
+        }
+    }
+    served.map_err(|e| ConfigError(format!("server error: {e}")))?;
+    Ok(outcome)
 }
 
 /// Samples the backend counters every second for the status page's "recent" numbers.

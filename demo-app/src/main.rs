@@ -114,7 +114,15 @@ fn init_tracing(filter: &str) {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command.unwrap_or(Cmd::Serve { config: None }) {
-        Cmd::Serve { config } => serve(config).await,
+        Cmd::Serve { config } => {
+            return match serve(config).await {
+                Ok(code) => ExitCode::from(code),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
         Cmd::Cluster {
             nodes,
             backend,
@@ -178,12 +186,29 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn serve(file: Option<PathBuf>) -> Result<(), String> {
+/// Runs one node; returns the exit code (0, or 3 when the drain left sessions behind).
+async fn serve(file: Option<PathBuf>) -> Result<u8, String> {
     let config = DemoConfig::load(file.as_deref()).map_err(|e| e.to_string())?;
     init_tracing(&config.log);
-    demo_app::serve(config, demo_app::shutdown_signal())
+    let outcome = demo_app::serve(config, demo_app::shutdown_signal())
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    if let Some(d) = outcome.drain {
+        eprintln!(
+            "drained: {} sessions held, {} handed off to {} peers, {} left behind{} ({} ms)",
+            d.sessions,
+            d.handed_off,
+            d.peers,
+            d.left_behind,
+            if d.timed_out {
+                ", drain_timeout reached"
+            } else {
+                ""
+            },
+            d.elapsed_ms
+        );
+    }
+    Ok(outcome.exit_code())
 }
 
 async fn cluster(spec: ClusterSpec) -> Result<(), String> {

@@ -38,6 +38,7 @@ const ROUTES: &[&str] = &[
     "/logout",
     "/metrics",
     "/healthz",
+    "/readyz",
     "/status.json",
     "/",
     "other",

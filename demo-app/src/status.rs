@@ -20,13 +20,24 @@ pub fn snapshot(state: &AppState) -> Value {
         .map(|n| {
             n.peers()
                 .into_iter()
-                .map(|p| json!({ "id": p.id, "addr": p.addr, "up": p.up, "queued": p.queued }))
+                .map(|p| {
+                    json!({
+                        "id": p.id,
+                        "addr": p.addr,
+                        "up": p.up,
+                        "state": p.state,
+                        "generation": p.generation,
+                        "queued": p.queued,
+                    })
+                })
                 .collect()
         })
         .unwrap_or_default();
     let (window_requests, n, d) = state.metrics.recent();
+    let readiness = state.backend.node.as_ref().map(|n| n.readiness());
     json!({
         "node": state.node_id,
+        "readiness": readiness,
         "backend": state.backend.session.scheme(),
         "uptime_secs": state.started.elapsed().as_secs(),
         "sessions_held": held,

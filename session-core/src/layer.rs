@@ -339,6 +339,10 @@ where
                 Ok(commit) => {
                     let mut res = res;
                     config.apply_commit(&commit, via_header, res.headers_mut());
+                    if session.is_stale() {
+                        res.headers_mut()
+                            .insert(STALE_HEADER, HeaderValue::from_static("1"));
+                    }
                     Ok(res)
                 }
                 Err(e) => {
@@ -355,6 +359,13 @@ where
         })
     }
 }
+
+/// Response header set when the session was served from a copy that may be older than the
+/// client's last write (see [`Loaded::stale`](crate::Loaded::stale)).
+pub const STALE_HEADER: HeaderName = HeaderName::from_static("x-session-stale");
+
+/// Seconds a client is told to wait (`Retry-After`) when the session store is unavailable.
+pub const RETRY_AFTER_SECS: u64 = 1;
 
 /// Why the [`Session`] extractor failed: the route is not behind a [`SessionLayer`].
 #[derive(Debug, Clone, Copy)]
@@ -380,10 +391,32 @@ impl<S: Send + Sync> FromRequestParts<S> for Session {
 }
 
 impl IntoResponse for SessionError {
-    /// Opaque 500 for backend failures (cause logged), a clear message for a session that is too
-    /// large, 409 for a session that expired during the request.
+    /// `503` with `Retry-After` when the store (or the newest copy of the session) cannot be
+    /// reached: the client keeps its token and may retry; an opaque 500 for other backend
+    /// failures (cause logged); a clear message for a session that is too large; 409 for a
+    /// session that expired during the request.
     fn into_response(self) -> Response {
         match &self {
+            SessionError::Unavailable { .. } => {
+                let mut chain = String::new();
+                let mut src: Option<&dyn std::error::Error> = std::error::Error::source(&self);
+                while let Some(s) = src {
+                    chain.push_str(": ");
+                    chain.push_str(&s.to_string());
+                    src = s.source();
+                }
+                tracing::warn!(error = %self, cause = %chain, "session store unavailable");
+                let mut res = (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the session store is temporarily unavailable; retry shortly",
+                )
+                    .into_response();
+                res.headers_mut().insert(
+                    http::header::RETRY_AFTER,
+                    HeaderValue::from(RETRY_AFTER_SECS),
+                );
+                res
+            }
             SessionError::TooLarge { .. } => {
                 tracing::error!(error = %self, "session too large to save");
                 (StatusCode::INTERNAL_SERVER_ERROR, self.to_string()).into_response()

@@ -79,7 +79,10 @@ pub use histogram::{Histogram, HistogramSnapshot};
 pub use id::{SESSION_ID_LEN, SessionId, fill_random};
 pub use keys::{KeyError, KeyRing, MIN_SECRET_LEN, Secret};
 #[cfg(feature = "axum")]
-pub use layer::{MissingSessionLayer, SessionConfig, SessionLayer, SessionService, TokenTransport};
+pub use layer::{
+    MissingSessionLayer, RETRY_AFTER_SECS, STALE_HEADER, SessionConfig, SessionLayer,
+    SessionService, TokenTransport,
+};
 pub use memory::MemoryBackend;
 pub use record::{
     Delta, Loaded, MAX_PAYLOAD_LEN, PayloadTooLarge, RawJson, RawJsonStr, Saved, SessionData,

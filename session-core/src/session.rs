@@ -130,6 +130,12 @@ impl Session {
         }
     }
 
+    /// True when the session was loaded from a copy that may be stale (see
+    /// [`Loaded::stale`]).
+    pub fn is_stale(&self) -> bool {
+        matches!(self.loaded_now(), Some(Some(l)) if l.stale)
+    }
+
     /// The backend behind this session.
     pub fn backend(&self) -> &Arc<dyn SessionBackend> {
         &self.inner.backend

@@ -283,7 +283,7 @@ async fn nothing_is_saved_after_a_5xx() {
 }
 
 #[tokio::test]
-async fn a_failed_save_gives_an_opaque_500_and_no_cookie() {
+async fn an_unavailable_store_gives_503_with_retry_after_and_no_cookie() {
     let app = start(SessionConfig::default()).await;
     app.backend.fail.store(true, Ordering::SeqCst);
     let res = app
@@ -293,13 +293,22 @@ async fn a_failed_save_gives_an_opaque_500_and_no_cookie() {
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), 500);
+    assert_eq!(res.status(), 503);
+    assert_eq!(
+        res.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
     assert!(
         set_cookie(&res).is_none(),
         "no cookie for an unsaved session"
     );
     let body = res.text().await.unwrap();
-    assert_eq!(body, "internal error", "cause must not leak to the client");
+    assert!(
+        !body.contains("store is down"),
+        "cause must not leak to the client: {body}"
+    );
     app.backend.fail.store(false, Ordering::SeqCst);
     app.login("erin").await;
 }

@@ -27,6 +27,9 @@
 //! Every check runs in its own task with a time limit, so a panic or a hang in the backend is
 //! reported as that check's failure instead of aborting the suite.
 
+mod proxy;
+pub use proxy::{TcpProxy, url_addr, with_host_port};
+
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +53,9 @@ pub struct Capabilities {
     pub server_side: bool,
     /// The largest single value the backend must store (64 KiB for server-side backends).
     pub max_value_bytes: usize,
+    /// Why the outage check does not apply (`None`: the harness has an [`OutageFn`] that cuts
+    /// a node off from where the sessions are kept).
+    pub outage_skip: Option<&'static str>,
 }
 
 impl Capabilities {
@@ -58,6 +64,24 @@ impl Capabilities {
         Capabilities {
             server_side: true,
             max_value_bytes: 64 * 1024,
+            outage_skip: None,
+        }
+    }
+
+    /// The same, with the outage check skipped for `reason`.
+    pub fn without_outage(self, reason: &'static str) -> Self {
+        Capabilities {
+            outage_skip: Some(reason),
+            ..self
+        }
+    }
+
+    /// The same, for a backend whose only store is the serving process itself (an in-process
+    /// map, a single instant-copy node): nothing to lose contact with.
+    pub fn in_process(self) -> Self {
+        Capabilities {
+            outage_skip: Some(SKIP_NO_STORE),
+            ..self
         }
     }
 
@@ -66,12 +90,20 @@ impl Capabilities {
         Capabilities {
             server_side: false,
             max_value_bytes,
+            outage_skip: Some(SKIP_NO_STORE),
         }
     }
 }
 
 /// Waits until replication has delivered everything in flight (multi-node backends).
 pub type SettleFn = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// Takes the store away from the harness's last node (`true`) or gives it back (`false`): for
+/// SQL or Redis, the server stops answering; for instant copy, the last node loses its links to
+/// every holder (and its own copies, so it cannot answer from memory). While it lasts, a read
+/// of an existing session on the last node must be `SessionError::Unavailable`, never "no
+/// session".
+pub type OutageFn = Arc<dyn Fn(bool) -> BoxFuture<'static, ()> + Send + Sync>;
 
 /// One built instance of a backend under test: one or more nodes that share sessions.
 #[derive(Clone)]
@@ -80,6 +112,9 @@ pub struct Harness {
     pub nodes: Vec<Arc<dyn SessionBackend>>,
     /// Called after writes before checking other nodes; `None` means writes are visible at once.
     pub settle: Option<SettleFn>,
+    /// Makes the store unreachable for the last node, and back (`None`: the backend has no
+    /// separate store to lose, such as the sealed cookie).
+    pub outage: Option<OutageFn>,
 }
 
 impl Harness {
@@ -88,7 +123,14 @@ impl Harness {
         Harness {
             nodes: vec![backend],
             settle: None,
+            outage: None,
         }
+    }
+
+    /// The same harness with an outage hook.
+    pub fn with_outage(mut self, outage: OutageFn) -> Self {
+        self.outage = Some(outage);
+        self
     }
 
     fn node(&self, i: usize) -> &Arc<dyn SessionBackend> {
@@ -125,7 +167,7 @@ impl BackendFactory for MemoryFactory {
         "memory (reference)".into()
     }
     fn capabilities(&self) -> Capabilities {
-        Capabilities::server_side()
+        Capabilities::server_side().in_process()
     }
     async fn build(&self, policy: ExpiryPolicy) -> Result<Harness, String> {
         Ok(Harness::single(Arc::new(crate::MemoryBackend::new(
@@ -272,6 +314,7 @@ pub const CHECKS: &[&str] = &[
     "large_values",
     "unicode_keys",
     "client_bytes_counted",
+    "store_outage_is_unavailable",
 ];
 
 fn check_fn(name: &str) -> Option<CheckFn> {
@@ -294,11 +337,20 @@ fn check_fn(name: &str) -> Option<CheckFn> {
         "large_values" => |f, c| Box::pin(large_values(f, c)),
         "unicode_keys" => |f, c| Box::pin(unicode_keys(f, c)),
         "client_bytes_counted" => |f, c| Box::pin(client_bytes(f, c)),
+        "store_outage_is_unavailable" => |f, c| Box::pin(store_outage(f, c)),
         _ => return None,
     })
 }
 
+const SKIP_NO_STORE: &str = "no separate store: the sessions live in the serving process (or the \
+                             client), so there is nothing a node can lose contact with";
+
 fn skip_reason(name: &str, caps: Capabilities) -> Option<&'static str> {
+    if name == "store_outage_is_unavailable"
+        && let Some(reason) = caps.outage_skip
+    {
+        return Some(reason);
+    }
     if caps.server_side {
         return None;
     }
@@ -1077,4 +1129,65 @@ async fn client_bytes(f: Arc<dyn BackendFactory>, _: Capabilities) -> CheckResul
         after.client_bytes_count - before.client_bytes_count
     );
     Ok(())
+}
+
+/// The store becomes unreachable for one node: a read of an existing session there is
+/// `Unavailable` (the user is not logged out), a write is refused as `Unavailable` (nothing is
+/// applied), and once the store is back the session is intact. Skipped for a backend without a
+/// separate store to lose.
+async fn store_outage(f: Arc<dyn BackendFactory>, _: Capabilities) -> CheckResultT {
+    let h = build(&f, long_policy()).await?;
+    let Some(outage) = h.outage.clone() else {
+        return Err(
+            "the harness has no outage hook (set Capabilities::outage_skip to skip)".into(),
+        );
+    };
+    let token = create_with(&h, &[("user", json!("alice")), ("n", json!(1))]).await?;
+    h.settle().await;
+    let last = h.nodes.len() - 1;
+    let reader = h.node(last).clone();
+    outage(true).await;
+    let result: CheckResultT = async {
+        match reader.load(&token).await {
+            Err(SessionError::Unavailable { .. }) => {}
+            Ok(None) => return Err("during the outage the session read as \"no session\"".into()),
+            Ok(Some(_)) => return Err("during the outage the session was served".into()),
+            Err(other) => return Err(format!("during the outage: {other} instead of Unavailable")),
+        }
+        let s = Session::new(reader.clone(), Some(token.clone()));
+        s.insert("n", &2).map_err(e("insert"))?;
+        match s.commit().await {
+            Err(SessionError::Unavailable { .. }) => Ok(()),
+            Ok(c) => Err(format!("a write during the outage was acknowledged: {c:?}")),
+            Err(other) => Err(format!(
+                "a write during the outage: {other} instead of Unavailable"
+            )),
+        }
+    }
+    .await;
+    outage(false).await;
+    result?;
+    // Back: the session is intact and the refused write was not applied.
+    let mut last_err = String::new();
+    for _ in 0..200 {
+        match read(&reader, &token, "n").await {
+            Ok(Some(v)) => {
+                ensure!(
+                    v == json!(1),
+                    "after the outage n = {v}, the refused write leaked"
+                );
+                ensure!(
+                    read(&reader, &token, "user").await? == Some(json!("alice")),
+                    "the session lost its data in the outage"
+                );
+                return Ok(());
+            }
+            Ok(None) => return Err("after the outage the session is gone".into()),
+            Err(e) => last_err = e,
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(format!(
+        "the session never came back after the outage: {last_err}"
+    ))
 }
