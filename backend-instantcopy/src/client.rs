@@ -79,7 +79,7 @@ pub(crate) struct PeerClient {
     seal: Arc<PeerSeal>,
     me: NodeId,
     max_body: usize,
-    request_timeout: Duration,
+    connect_timeout: Duration,
     faults: Arc<Faults>,
 }
 
@@ -109,7 +109,7 @@ impl PeerClient {
             seal,
             me: config.node_id,
             max_body: config.max_body_bytes,
-            request_timeout: config.request_timeout,
+            connect_timeout: config.connect_timeout,
             faults,
         })
     }
@@ -122,7 +122,9 @@ impl PeerClient {
         req: &Req,
     ) -> Result<Reply<Resp>, CallError> {
         if to.0 != 0 && self.faults.drops_to(to) {
-            tokio::time::sleep(self.request_timeout).await;
+            // As a connection attempt into a dead link: nothing answers until the connect
+            // timeout.
+            tokio::time::sleep(self.connect_timeout).await;
             return Err(CallError::Cut);
         }
         let plain = wire::encode(req)?;

@@ -29,8 +29,16 @@ pub(crate) async fn after_failed_call(
         CallError::Unreachable(e) => !e.is_timeout(),
         _ => false,
     };
-    if !worth_probing || !peer.is_up() {
+    if !worth_probing {
         return peer.is_up();
+    }
+    if !peer.is_up() {
+        // Already down as far as this node knows: a refused connection settles that nothing
+        // listens there any more (no second opinion needed to avoid a false alarm).
+        if matches!(error, CallError::Refused) {
+            members.member_refused(peer);
+        }
+        return false;
     }
     match client.ping(peer.addr(), peer.id).await {
         Ok(pong) if pong.node == peer.id => {

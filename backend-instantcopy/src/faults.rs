@@ -17,11 +17,14 @@ pub struct Faults {
     any: AtomicBool,
     cut: RwLock<HashSet<NodeId>>,
     lose_pushes: RwLock<HashSet<NodeId>>,
+    refuse_sync: RwLock<HashSet<NodeId>>,
 }
 
 impl Faults {
     fn refresh(&self) {
-        let any = !self.cut.read().is_empty() || !self.lose_pushes.read().is_empty();
+        let any = !self.cut.read().is_empty()
+            || !self.lose_pushes.read().is_empty()
+            || !self.refuse_sync.read().is_empty();
         self.any.store(any, Ordering::Release);
     }
 
@@ -55,11 +58,20 @@ impl Faults {
         self.refresh();
     }
 
+    /// Answers anti-entropy requests from `peer` with 503 (a node too busy to help a peer
+    /// sync): that peer's initial sync cannot finish while this lasts.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    pub fn refuse_sync_from(&self, peer: NodeId) {
+        self.refuse_sync.write().insert(peer);
+        self.refresh();
+    }
+
     /// Removes every fault.
     #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pub fn clear(&self) {
         self.cut.write().clear();
         self.lose_pushes.write().clear();
+        self.refuse_sync.write().clear();
         self.refresh();
     }
 
@@ -75,6 +87,11 @@ impl Faults {
     /// True when traffic from `peer` must be dropped.
     pub(crate) fn drops_from(&self, peer: NodeId) -> bool {
         self.drops_to(peer)
+    }
+
+    /// True when anti-entropy requests from `peer` must be refused.
+    pub(crate) fn refuses_sync_from(&self, peer: NodeId) -> bool {
+        self.active() && self.refuse_sync.read().contains(&peer)
     }
 
     /// True when pushes to `peer` must be lost.

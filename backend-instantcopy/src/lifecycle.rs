@@ -221,12 +221,11 @@ async fn check_duplicate(shared: &Shared, known: &Identity) -> Result<(), StartE
     if known.id != me.id || known.generation == me.generation || known.addr == me.addr {
         return Ok(());
     }
-    match shared.client.ping(known.addr, known.id).await {
-        Ok(pong) if pong.node == me.id && pong.started_at == known.generation => {
-            Err(StartError::DuplicateNodeId {
-                id: me.id,
-                holder: known.clone(),
-            })
+    // Ask it directly (a hello: the one request a node accepts from its own id, to answer
+    // whether that id is taken).
+    match shared.client.hello(known.addr, &me).await {
+        Ok(HelloAck::DuplicateId { holder }) => {
+            Err(StartError::DuplicateNodeId { id: me.id, holder })
         }
         _ => Ok(()),
     }

@@ -229,12 +229,9 @@ async fn hello(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byte
         );
         return reply(&shared, &ctx, &HelloAck::DuplicateId { holder: me });
     }
-    let members = shared
-        .members
-        .alive_identities()
-        .into_iter()
-        .filter(|i| i.id != req.identity.id)
-        .collect();
+    // Every alive member, one with the joiner's id included: the joiner checks it directly
+    // (a previous run of itself that is gone, or a live duplicate).
+    let members = shared.members.alive_identities();
     reply(
         &shared,
         &ctx,
@@ -263,6 +260,9 @@ async fn sync(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
             Ok(x) => x,
             Err(r) => return r,
         };
+    if shared.faults.refuses_sync_from(ctx.from) {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
     match shared.snapshots.respond(&shared, ctx.from, &req) {
         Ok(message) => reply(&shared, &ctx, &SyncResponse { message }),
         Err(e) => bad_request(&shared, "sync message", e),

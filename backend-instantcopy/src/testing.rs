@@ -124,7 +124,7 @@ async fn launch(
         .enable_all()
         .build()
         .map_err(|e| format!("runtime: {e}"))?;
-    let node = rt
+    let started = rt
         .spawn(async move {
             let l = tokio::net::TcpListener::from_std(listener).map_err(|e| e.to_string())?;
             InstantCopyNode::start_with_listener(config, policy, &keys, l)
@@ -132,8 +132,16 @@ async fn launch(
                 .map_err(|e| e.to_string())
         })
         .await
-        .map_err(|e| format!("start task: {e}"))??;
-    Ok(Arc::new(Running { node, rt: Some(rt) }))
+        .map_err(|e| format!("start task: {e}"))
+        .and_then(|r| r);
+    match started {
+        Ok(node) => Ok(Arc::new(Running { node, rt: Some(rt) })),
+        Err(e) => {
+            // A runtime must not be dropped from async code: let it go in the background.
+            rt.shutdown_background();
+            Err(e)
+        }
+    }
 }
 
 /// How the nodes of a [`LocalCluster`] find each other.
@@ -141,7 +149,8 @@ async fn launch(
 pub enum Discovery {
     /// Every node is configured with the full static `members` list (the older form).
     StaticMembers,
-    /// Every node is given only the first node's address as its one seed.
+    /// Every node is given only the first node's address as its one seed (node 1 too, which
+    /// leaves itself out).
     FirstAsSeed,
 }
 
@@ -206,9 +215,9 @@ impl LocalCluster {
                     Discovery::FirstAsSeed => {
                         let mut c = test_config(i, Vec::new(), Replication::All, Ack::Async);
                         c.cluster_addr = member_list[i as usize - 1].addr;
-                        if i > 1 {
-                            c.seeds = vec![member_list[0].addr.to_string()];
-                        }
+                        // Node 1 too: a node leaves its own address out of its seeds, as
+                        // every pod of a headless Service does.
+                        c.seeds = vec![member_list[0].addr.to_string()];
                         c
                     }
                 };
@@ -544,5 +553,77 @@ impl BackendFactory for InstantCopyFactory {
             settle: Some(settle),
             outage: Some(outage),
         })
+    }
+}
+
+/// Test helper: one request on `node` that sets `key` to `value` and commits; the token the
+/// client must carry next.
+pub async fn write(
+    node: &Arc<dyn SessionBackend>,
+    token: Option<&str>,
+    key: &str,
+    value: i64,
+) -> Result<String, SessionError> {
+    let s = session_core::Session::new(node.clone(), token.map(str::to_owned));
+    s.insert(key, &value)?;
+    match s.commit().await? {
+        session_core::Commit::Issue { token, .. } => Ok(token),
+        other => Err(SessionError::backend_msg(
+            "instantcopy",
+            format!("a write issued no token: {other:?}"),
+        )),
+    }
+}
+
+/// Test helper: one request on `node` that reads `key` (and commits, which may re-home the
+/// token); the value and the token to carry next.
+pub async fn read(
+    node: &Arc<dyn SessionBackend>,
+    token: &str,
+    key: &str,
+) -> Result<(Option<i64>, String), SessionError> {
+    let s = session_core::Session::new(node.clone(), Some(token.to_owned()));
+    let v = s.get(key).await?;
+    let t = match s.commit().await? {
+        session_core::Commit::Issue { token, .. } => token,
+        _ => token.to_owned(),
+    };
+    Ok((v, t))
+}
+
+/// Test helper: the session id and route a token names (verified with the cluster's keys).
+pub fn route_of(
+    c: &LocalCluster,
+    token: &str,
+) -> Option<(session_core::SessionId, crate::routing::Route)> {
+    let v = session_core::TokenSigner::new(c.keys())
+        .verify(token)
+        .ok()?;
+    let r = crate::routing::Route::decode(&v.routing, |_| true).ok()?;
+    Some((v.id, r))
+}
+
+/// Test helper: the indexes of the running nodes that hold a live copy of `id`.
+pub fn holders(c: &LocalCluster, id: &session_core::SessionId) -> Vec<usize> {
+    (0..c.len())
+        .filter(|i| {
+            c.instance(*i)
+                .and_then(|n| n.shared().store.read(id, |_| ()))
+                .is_some()
+        })
+        .collect()
+}
+
+/// Test helper: polls `f` every 20 ms until it holds; false if `timeout` passes first.
+pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
