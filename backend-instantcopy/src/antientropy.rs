@@ -73,6 +73,11 @@ pub struct SyncReport {
     pub digest_bytes: usize,
     /// Rounds of the exchange.
     pub rounds: usize,
+    /// The peer reported itself safe (see [`Readiness::cluster_safe`](crate::Readiness)).
+    pub peer_safe: bool,
+    /// When the exchange began (ms): the moment its snapshot of this node's copies was taken,
+    /// so what it proves in sync is what this node held then.
+    pub started_at: u64,
 }
 
 /// One responder-side snapshot: when it was taken, and the items.
@@ -108,8 +113,8 @@ fn session_of(item: &Id) -> (SessionId, bool) {
     )
 }
 
-/// True when this node believes `peer` should hold a copy of the session placed by `s`, in
-/// `scope`, with `leaving` (a draining node) no longer counted as a holder.
+/// True when this node, as one of the session's holders, believes `peer` should hold a copy
+/// too (in `scope`, with `leaving`, a draining node, no longer counted as a holder).
 fn in_scope(
     shared: &Shared,
     s: &SessionState,
@@ -123,6 +128,12 @@ fn in_scope(
     match shared.config.replication {
         Replication::All => true,
         Replication::Backups(k) => {
+            // Only a holder's view of the placement counts: a read copy kept on another node
+            // (while a holder was down) carries a placement that may be out of date, and must
+            // not make anyone believe it should hold the session.
+            if leaving.is_none() && !crate::placement::holds(shared, s.placement()) {
+                return false;
+            }
             let p = match leaving {
                 Some(gone) => {
                     crate::placement::without(shared, s.record().id, s.placement(), gone, k)
@@ -189,6 +200,14 @@ impl Snapshots {
     }
 }
 
+/// What a responder says with each answer: the reconciliation message and its own safety.
+pub(crate) fn response(shared: &Shared, message: Vec<u8>) -> crate::wire::SyncResponse {
+    crate::wire::SyncResponse {
+        message,
+        safe: crate::lifecycle::local_safety(shared).is_empty(),
+    }
+}
+
 /// Why an exchange failed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SyncError {
@@ -244,6 +263,7 @@ async fn exchange_inner(
     } else {
         scope
     };
+    let started_at = now_millis();
     let storage = items(shared, peer.id, local_scope, leaving);
     let mut neg = Negentropy::owned(storage, FRAME_LIMIT)?;
     let mut message = neg.initiate()?;
@@ -252,7 +272,10 @@ async fn exchange_inner(
     let session = u64::from_le_bytes(session);
     let mut have = Vec::new();
     let mut need = Vec::new();
-    let mut report = SyncReport::default();
+    let mut report = SyncReport {
+        started_at,
+        ..SyncReport::default()
+    };
     loop {
         report.rounds += 1;
         if report.rounds > MAX_ROUNDS {
@@ -269,6 +292,7 @@ async fn exchange_inner(
             .sync_counters
             .digest_bytes
             .add((reply.sent + reply.received) as u64);
+        report.peer_safe = reply.body.safe;
         match neg.reconcile_with_ids(&reply.body.message, &mut have, &mut need)? {
             Some(next) => message = next,
             None => break,

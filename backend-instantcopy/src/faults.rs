@@ -18,6 +18,7 @@ pub struct Faults {
     cut: RwLock<HashSet<NodeId>>,
     lose_pushes: RwLock<HashSet<NodeId>>,
     refuse_sync: RwLock<HashSet<NodeId>>,
+    pause_anti_entropy: AtomicBool,
 }
 
 impl Faults {
@@ -66,12 +67,25 @@ impl Faults {
         self.refresh();
     }
 
+    /// Stops this node's background anti-entropy passes (its drain and its answers to others'
+    /// exchanges still work), so a test can set up copies that differ.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    pub fn pause_anti_entropy(&self, paused: bool) {
+        self.pause_anti_entropy.store(paused, Ordering::Release);
+    }
+
+    /// True while background anti-entropy is paused.
+    pub(crate) fn anti_entropy_paused(&self) -> bool {
+        self.pause_anti_entropy.load(Ordering::Acquire)
+    }
+
     /// Removes every fault.
     #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pub fn clear(&self) {
         self.cut.write().clear();
         self.lose_pushes.write().clear();
         self.refuse_sync.write().clear();
+        self.pause_anti_entropy.store(false, Ordering::Release);
         self.refresh();
     }
 

@@ -137,7 +137,7 @@ impl Gossip {
                     }
                     Some(GossipCmd::Leave(done)) => {
                         let r = swim.leave_cluster(&mut rt);
-                        self.flush(&mut rt, &mut timers).await;
+                        self.flush(&swim, &mut rt, &mut timers).await;
                         let _ = done.send(());
                         r
                     }
@@ -147,7 +147,7 @@ impl Gossip {
                 self.counters.rejected.inc();
                 tracing::debug!(error = %e, "gossip message not applied");
             }
-            self.flush(&mut rt, &mut timers).await;
+            self.flush(&swim, &mut rt, &mut timers).await;
         }
     }
 
@@ -181,6 +181,7 @@ impl Gossip {
     /// Sends what foca wants sent, schedules its timers and applies its notifications.
     async fn flush(
         &self,
+        swim: &Swim,
         rt: &mut AccumulatingRuntime<Identity>,
         timers: &mut DelayQueue<Timer<Identity>>,
     ) {
@@ -205,7 +206,16 @@ impl Gossip {
             match n {
                 OwnedNotification::MemberUp(id) => self.members.member_up(&id),
                 OwnedNotification::MemberDown(id) => self.members.member_down(&id),
-                OwnedNotification::Rename(_, new) => self.members.member_renamed(&new),
+                OwnedNotification::Rename(_, new) => {
+                    // Foca says nothing of liveness when both identities are alike (both up, or
+                    // both down): ask it, so a member this node had marked down on its own (a
+                    // refused connection) comes back up with its new run.
+                    if swim.iter_members().any(|m| *m.id() == new) {
+                        self.members.member_up(&new);
+                    } else {
+                        self.members.member_renamed(&new);
+                    }
+                }
                 OwnedNotification::Rejoin(id) => {
                     tracing::warn!(identity = ?id, "this node was declared down by the cluster; rejoined");
                     self.members.set_identity(id);

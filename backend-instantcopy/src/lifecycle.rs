@@ -57,15 +57,24 @@ impl Phase {
 }
 
 /// What the node tells an orchestrator (`GET /readyz` in the demo).
+///
+/// A node is *ready* once its initial sync is done and it has seen the cluster safe at least
+/// once since it started (every alive member reporting that each session it leads has all its
+/// live copies): from then on the next node of a rolling restart may go, even a crash would
+/// lose no session. Ready is sticky until the node drains, so a later incident elsewhere never
+/// takes every node out of a load balancer at once; *cluster safe* is the live view.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Readiness {
     /// The phase.
     pub phase: Phase,
     /// The initial sync is done: the node holds its share of the sessions.
+    pub synced: bool,
+    /// Synced, and the cluster was seen safe since this node started.
     pub ready: bool,
-    /// Ready, nothing queued for replication, the last anti-entropy exchange with every alive
-    /// peer found nothing left to repair, and every session this node leads has all its live
-    /// copies: stopping this node now loses no session even without a drain.
+    /// Now: this node and every alive peer (by its last report) are safe — their last
+    /// anti-entropy exchanges with every alive member since the last membership change found
+    /// nothing left to repair, no update to a member was lost, and every session they lead has
+    /// all its live copies: stopping any one node now loses no session even without a drain.
     pub cluster_safe: bool,
     /// Why it is not ready or not cluster safe (empty when both hold).
     pub reason: String,
@@ -101,10 +110,12 @@ pub struct DrainReport {
 
 #[derive(Debug, Clone, Copy, Default)]
 struct PeerSync {
-    /// When the last exchange with the peer succeeded (ms).
+    /// When the last successful exchange with the peer began (ms).
     ok_at: u64,
     /// Differences it still found (0: in sync, or all repaired).
     unrepaired: usize,
+    /// The peer said it was safe in that exchange.
+    peer_safe: bool,
 }
 
 /// Phase, sync bookkeeping and the urgent-sync queue.
@@ -112,15 +123,30 @@ struct PeerSync {
 pub(crate) struct Lifecycle {
     phase: AtomicU8,
     urgent: Mutex<HashSet<NodeId>>,
-    wake: Notify,
+    wake: Arc<Notify>,
     peers: Mutex<HashMap<NodeId, PeerSync>>,
     /// When the membership last changed in a way that matters for placement (ms).
     changed_at: AtomicU64,
     under_replicated: AtomicUsize,
+    /// When `under_replicated` was last computed (ms).
+    under_at: AtomicU64,
     initial_reason: Mutex<String>,
+    /// The cluster was seen safe since start (ready is sticky from then on).
+    seen_safe: std::sync::atomic::AtomicBool,
+    /// This node keeps a copy of a session it no longer holds: hand it off soon.
+    leftovers: std::sync::atomic::AtomicBool,
 }
 
 impl Lifecycle {
+    /// A lifecycle whose sync loop also wakes on `wake` (the replicator notifies it when an
+    /// update could not be delivered).
+    pub(crate) fn new(wake: Arc<Notify>) -> Self {
+        Lifecycle {
+            wake,
+            ..Lifecycle::default()
+        }
+    }
+
     pub(crate) fn phase(&self) -> Phase {
         Phase::from_u8(self.phase.load(Ordering::Acquire))
     }
@@ -153,6 +179,13 @@ impl Lifecycle {
         self.changed_at.store(now_millis(), Ordering::Release);
     }
 
+    /// Notes that a copy of a session this node no longer holds waits to be handed off.
+    pub(crate) fn leftovers_waiting(&self) {
+        if !self.leftovers.swap(true, Ordering::AcqRel) {
+            self.wake.notify_one();
+        }
+    }
+
     fn record(&self, peer: NodeId, report: &SyncReport) {
         let unrepaired = report
             .differences
@@ -160,8 +193,9 @@ impl Lifecycle {
         self.peers.lock().insert(
             peer,
             PeerSync {
-                ok_at: now_millis(),
+                ok_at: report.started_at,
                 unrepaired,
+                peer_safe: report.peer_safe,
             },
         );
     }
@@ -333,9 +367,20 @@ pub(crate) async fn run_sync(
         return;
     }
     let interval = shared.config.anti_entropy_interval;
-    let mut next_full = Instant::now() + interval;
+    let mut next_full = Instant::now();
     loop {
-        let jitter = crate::store::random_jitter(interval / 10);
+        // Until the node has seen the cluster safe once, it asks its peers often (their
+        // answers carry their safety), so a rolling restart waits no longer than it must.
+        if !shared.lifecycle.seen_safe.load(Ordering::Acquire) {
+            let _ = readiness(&shared);
+            if !shared.lifecycle.seen_safe.load(Ordering::Acquire) {
+                let poll = (interval / 5).min(Duration::from_millis(250));
+                next_full = next_full.min(Instant::now() + poll);
+            }
+        }
+        // Spread the pairs' exchanges over time (a tenth of the wait, so polling stays quick).
+        let wait = next_full.saturating_duration_since(Instant::now());
+        let jitter = crate::store::random_jitter(wait / 10);
         tokio::select! {
             _ = tokio::time::sleep_until((next_full + jitter).into()) => {}
             _ = shared.lifecycle.wake.notified() => {}
@@ -344,10 +389,14 @@ pub(crate) async fn run_sync(
         if shared.lifecycle.phase() == Phase::Draining {
             return;
         }
+        if shared.faults.anti_entropy_paused() {
+            continue;
+        }
         let urgent: Vec<NodeId> = std::mem::take(&mut *shared.lifecycle.urgent.lock())
             .into_iter()
             .collect();
-        let full = Instant::now() >= next_full;
+        // A membership change makes every pair's last exchange out of date: visit everyone.
+        let full = Instant::now() >= next_full || !urgent.is_empty();
         let peers: Vec<_> = shared
             .members
             .up_peers()
@@ -370,6 +419,21 @@ pub(crate) async fn run_sync(
                 Err(_) => {
                     shared.lifecycle.peers.lock().remove(&peer.id);
                 }
+            }
+        }
+        // However often it is woken, the loop pauses between passes, so failing pushes cannot
+        // turn anti-entropy into a busy loop.
+        tokio::select! {
+            _ = tokio::time::sleep((interval / 10).min(Duration::from_millis(200))) => {}
+            _ = cancel.cancelled() => return,
+        }
+        if full || shared.lifecycle.leftovers.swap(false, Ordering::AcqRel) {
+            let dropped = crate::repair::hand_off_leftovers(&shared).await;
+            if dropped > 0 {
+                tracing::debug!(
+                    dropped,
+                    "handed off and forgot copies of sessions this node no longer holds"
+                );
             }
         }
         if full {
@@ -448,58 +512,106 @@ async fn initial_sync(shared: &Shared, targets: &[Identity], cancel: &Cancellati
     );
 }
 
+/// Sessions this node leads that are short of copies, recomputed at most every 100 ms.
+fn under_replicated(shared: &Shared) -> usize {
+    let now = now_millis();
+    let l = &shared.lifecycle;
+    if now.saturating_sub(l.under_at.load(Ordering::Acquire)) >= 100 {
+        l.under_replicated
+            .store(crate::repair::under_replicated(shared), Ordering::Release);
+        l.under_at.store(now, Ordering::Release);
+    }
+    l.under_replicated.load(Ordering::Acquire)
+}
+
+/// This node's own safety (what it reports to peers in every exchange it answers): synced, no
+/// update to an alive peer lost since the last exchange with it, every alive peer exchanged
+/// with since the last membership change with nothing left unrepaired, and no session it leads
+/// short of copies. Returns the reasons it is not.
+pub(crate) fn local_safety(shared: &Shared) -> Vec<String> {
+    let mut reasons = Vec::new();
+    if shared.lifecycle.phase() != Phase::Ready {
+        reasons.push("not synced".to_string());
+        return reasons;
+    }
+    let alive = shared.members.up_peers();
+    let changed = shared.lifecycle.changed_at.load(Ordering::Acquire);
+    let behind = {
+        let peers = shared.lifecycle.peers.lock();
+        alive
+            .iter()
+            .filter(|p| {
+                p.needs_resync.load(Ordering::Acquire)
+                    || !peers
+                        .get(&p.id)
+                        .is_some_and(|s| s.ok_at >= changed && s.unrepaired == 0)
+            })
+            .count()
+    };
+    if behind > 0 {
+        reasons.push(format!(
+            "{behind} of {} alive peers not yet in sync since the last membership change",
+            alive.len()
+        ));
+    }
+    let under = under_replicated(shared);
+    if under > 0 {
+        reasons.push(format!("{under} sessions short of copies"));
+    }
+    reasons
+}
+
 /// The node's readiness now.
 pub(crate) fn readiness(shared: &Shared) -> Readiness {
     let phase = shared.lifecycle.phase();
     let alive = shared.members.up_peers();
     let changed = shared.lifecycle.changed_at.load(Ordering::Acquire);
-    let synced: usize = {
-        let peers = shared.lifecycle.peers.lock();
-        alive
-            .iter()
-            .filter(|p| {
-                peers
-                    .get(&p.id)
-                    .is_some_and(|s| s.ok_at >= changed && s.unrepaired == 0)
-            })
-            .count()
+    let synced = phase == Phase::Ready;
+    let mut reasons = match phase {
+        Phase::Joining => vec!["joining the cluster".to_string()],
+        Phase::Syncing => vec![shared.lifecycle.initial_reason.lock().clone()],
+        Phase::Draining => vec!["draining for shutdown".into()],
+        Phase::Stopped => vec!["stopped".into()],
+        Phase::Ready => local_safety(shared),
     };
-    let pending = shared.replicator.in_flight();
-    let under = shared.lifecycle.under_replicated.load(Ordering::Acquire);
-    let ready = phase == Phase::Ready;
-    let mut reasons = Vec::new();
-    match phase {
-        Phase::Joining => reasons.push("joining the cluster".to_string()),
-        Phase::Syncing => reasons.push(shared.lifecycle.initial_reason.lock().clone()),
-        Phase::Draining => reasons.push("draining for shutdown".into()),
-        Phase::Stopped => reasons.push("stopped".into()),
-        Phase::Ready => {}
+    let (peers_synced, peers_unsafe) = {
+        let peers = shared.lifecycle.peers.lock();
+        let fresh = |p: &&Arc<crate::membership::Peer>| {
+            peers.get(&p.id).filter(|s| s.ok_at >= changed).copied()
+        };
+        let synced = alive
+            .iter()
+            .filter(|p| fresh(p).is_some_and(|s| s.unrepaired == 0))
+            .count();
+        let unsafe_ = alive
+            .iter()
+            .filter(|p| !fresh(p).is_some_and(|s| s.peer_safe))
+            .map(|p| p.id.to_string())
+            .collect::<Vec<_>>();
+        (synced, unsafe_)
+    };
+    if synced && !peers_unsafe.is_empty() {
+        reasons.push(format!(
+            "node{} {} not (yet) reporting every session fully copied",
+            if peers_unsafe.len() == 1 { "" } else { "s" },
+            peers_unsafe.join(", ")
+        ));
     }
-    if ready {
-        if synced < alive.len() {
-            reasons.push(format!(
-                "{} of {} alive peers not yet in sync since the last membership change",
-                alive.len() - synced,
-                alive.len()
-            ));
-        }
-        if pending > 0 {
-            reasons.push(format!("{pending} updates still being replicated"));
-        }
-        if under > 0 {
-            reasons.push(format!("{under} sessions short of copies"));
-        }
+    let cluster_safe = synced && reasons.is_empty();
+    if cluster_safe {
+        shared.lifecycle.seen_safe.store(true, Ordering::Release);
     }
-    let cluster_safe = ready && synced == alive.len() && pending == 0 && under == 0;
+    let ready = synced && shared.lifecycle.seen_safe.load(Ordering::Acquire);
     Readiness {
         phase,
+        synced,
         ready,
         cluster_safe,
         reason: reasons.join("; "),
         members_alive: alive.len() + 1,
-        peers_synced: synced,
-        pending_updates: pending,
-        under_replicated: under,
+        peers_synced,
+        pending_updates: shared.replicator.in_flight(),
+        under_replicated: shared.lifecycle.under_replicated.load(Ordering::Acquire),
     }
 }
 

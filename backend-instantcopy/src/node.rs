@@ -240,6 +240,7 @@ impl InstantCopyNode {
         ));
         let store = Arc::new(Store::new());
         let (gossip_tx, gossip_rx) = mpsc::unbounded_channel();
+        let resync = Arc::new(tokio::sync::Notify::new());
         let replicator = Arc::new(Replicator::new(
             client.clone(),
             members.clone(),
@@ -248,6 +249,7 @@ impl InstantCopyNode {
             faults.clone(),
             config.max_batch,
             config.ack_timeout,
+            resync.clone(),
         ));
         let gossip_counters = Arc::new(GossipCounters::default());
         let shared = Arc::new(Shared {
@@ -261,7 +263,7 @@ impl InstantCopyNode {
             gossip: gossip_tx,
             faults: faults.clone(),
             snapshots: Snapshots::default(),
-            lifecycle: Lifecycle::default(),
+            lifecycle: Lifecycle::new(resync),
             started_at,
             counters: CoreCounters::default(),
             metrics: NodeMetrics::default(),

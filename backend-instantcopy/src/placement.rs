@@ -35,9 +35,13 @@ pub(crate) fn holds(shared: &Shared, placement: &Placement) -> bool {
 }
 
 /// True when this node may serve and write `placement`'s session from its own copy: it is a
-/// holder, or the owner is down and this node takes the session over.
+/// holder, or a holder is down (the owner, which this node then takes over from, or a backup,
+/// which the next write replaces).
 pub(crate) fn may_serve(shared: &Shared, placement: &Placement) -> bool {
-    holds(shared, placement) || !shared.members.is_up(placement.owner)
+    holds(shared, placement)
+        || std::iter::once(placement.owner)
+            .chain(placement.backups.iter().copied())
+            .any(|n| !shared.members.is_up(n))
 }
 
 /// Peers that must receive a session's writes: every alive member with `replication = "all"`,

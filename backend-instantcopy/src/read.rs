@@ -56,8 +56,10 @@ impl InstantCopyNode {
             return None;
         }
         if !placement::may_serve(shared, &copy.1) {
-            // A leftover from a time this node held the session: not kept up to date any more.
-            shared.store.remove(id);
+            // A leftover from a time this node held the session: not kept up to date any more,
+            // so not served; it is handed to the holders before it goes (it may hold writes
+            // made here that they lack).
+            shared.lifecycle.leftovers_waiting();
             return None;
         }
         Some(copy)
@@ -106,6 +108,15 @@ impl InstantCopyNode {
     ) -> Result<Option<Loaded>, SessionError> {
         let shared = &self.shared;
         let local = self.local_copy(&id, now_millis());
+        tracing::debug!(
+            node = %shared.config.node_id,
+            session = ?id,
+            local_version = local.as_ref().map(|c| c.2),
+            token_version = route.version,
+            token_owner = %route.owner,
+            token_backups = ?route.backups,
+            "read"
+        );
         if let Some(copy) = &local {
             if copy.2 >= route.version {
                 if copy.1.owner != shared.config.node_id && !shared.members.is_up(copy.1.owner) {
@@ -134,6 +145,14 @@ impl InstantCopyNode {
             );
             return Ok(None);
         }
+        tracing::debug!(
+            node = %shared.config.node_id,
+            session = ?id,
+            best = ?fetched.best.as_ref().map(|(_, from, v)| (from.0, *v)),
+            unreachable = ?fetched.unreachable,
+            destroyed = fetched.destroyed,
+            "fetched"
+        );
         if let Some((w, from, v)) = &fetched.best
             && *v >= route.version
         {
@@ -274,7 +293,22 @@ impl InstantCopyNode {
         if from != fetched.placement().owner || !owner_up {
             shared.metrics.failovers.inc();
         }
-        if force || placement::holds(shared, fetched.placement()) || !owner_up {
+        // A holder that is down means the session is short of a copy: keep this one, so a
+        // write here goes through the holder path, which re-places the session and sends it
+        // whole to the new holders.
+        let all_holders_up = std::iter::once(fetched.placement().owner)
+            .chain(fetched.placement().backups.iter().copied())
+            .all(|n| shared.members.is_up(n));
+        // A copy this node already has is always brought up to date (merging is a join, so
+        // it is always safe); a write here then applies to a copy at least as new as the one
+        // the request read.
+        let have_copy = shared.store.read(&w.id, |_| ()).is_some();
+        if force
+            || have_copy
+            || placement::holds(shared, fetched.placement())
+            || !owner_up
+            || !all_holders_up
+        {
             shared.store.apply(w);
             if force {
                 self.take_over_local(&w.id);

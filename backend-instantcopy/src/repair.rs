@@ -75,6 +75,8 @@ pub(crate) async fn repair(shared: &Shared) {
             shared.metrics.repairs.inc();
         }
     }
+    // Exchanges that began before the placements above changed prove nothing about them.
+    shared.lifecycle.membership_changed();
 }
 
 /// Sessions this node leads that are short of copies: a holder in the placement is not alive,
@@ -136,10 +138,15 @@ pub(crate) async fn rebalance(shared: &Shared, budget: Duration) -> usize {
             owner: current.owner,
             backups: ideal,
         };
-        let Some(mut full) = shared.store.read(&id, |s| s.to_wire_full()) else {
+        // Switch first, then copy: every write from now on goes to the new holders, and the
+        // whole state sent below already holds every write before the switch. The old backup
+        // is told only once the new one has acknowledged its copy.
+        shared.store.update(&id, |s| {
+            s.set_placement(next.clone());
+        });
+        let Some(full) = shared.store.read(&id, |s| s.to_wire_full()) else {
             continue;
         };
-        full.placement = Some(next.clone());
         let new_holders: Vec<NodeId> = next
             .backups
             .iter()
@@ -169,14 +176,20 @@ pub(crate) async fn rebalance(shared: &Shared, budget: Duration) -> usize {
             }
         }
         if !all_acked {
+            // Back to the holders that have it (a newer stamp, so the move is undone
+            // everywhere it was seen).
+            let back = Placement {
+                stamp: shared.clock.now(),
+                ..current.clone()
+            };
+            shared.store.update(&id, |s| {
+                s.set_placement(back);
+            });
             continue;
         }
-        shared.store.update(&id, |s| {
-            s.set_placement(next.clone());
-        });
-        // Everyone that held it hears of the new placement (a dropped backup lets its copy go).
-        for n in current.backups.iter().chain(next.backups.iter()) {
-            if *n == me || new_holders.contains(n) {
+        // The old holders hear of the new placement (their copies go once it is confirmed).
+        for n in current.backups.iter() {
+            if *n == me || next.backups.contains(n) {
                 continue;
             }
             if let Some(peer) = shared.members.get(*n) {
@@ -191,4 +204,52 @@ pub(crate) async fn rebalance(shared: &Shared, budget: Duration) -> usize {
         tokio::time::sleep(pause).await;
     }
     moved
+}
+
+/// Hands off, then forgets, the copies this node keeps of sessions it does not hold while
+/// every holder is alive: read copies kept during a failover, and copies left on a backup that
+/// a rebalance or a repair moved elsewhere. Such a copy may hold writes the new holders lack
+/// (made here while this node still believed it held the session), so it is first pushed whole
+/// to every holder — a merge, harmless where they already have it — and dropped only once all
+/// of them acknowledged it and it did not change meanwhile. Returns how many went.
+pub(crate) async fn hand_off_leftovers(shared: &Shared) -> usize {
+    if shared.config.replication == Replication::All {
+        return 0;
+    }
+    let me = shared.config.node_id;
+    let mut leftovers = Vec::new();
+    shared.store.for_each(|s| {
+        let p = s.placement();
+        if !placement::holds(shared, p) && holders(p).iter().all(|n| shared.members.is_up(*n)) {
+            leftovers.push((s.record().id, s.version(), s.to_wire_full(), holders(p)));
+        }
+    });
+    let mut dropped = 0;
+    for (id, version, full, to) in leftovers {
+        let mut acks = Vec::new();
+        for n in to.into_iter().filter(|n| *n != me) {
+            let Some(peer) = shared.members.get(n) else {
+                continue;
+            };
+            if let Some(rx) = shared
+                .replicator
+                .enqueue(&peer, Update::State(full.clone()), true)
+                .await
+            {
+                acks.push(rx);
+            }
+        }
+        let mut all = !acks.is_empty();
+        for rx in acks {
+            let ok = matches!(
+                tokio::time::timeout(shared.config.ack_timeout, rx).await,
+                Ok(Ok(Delivery::Applied | Delivery::Gone))
+            );
+            all &= ok;
+        }
+        if all && shared.store.remove_if_version(&id, version) {
+            dropped += 1;
+        }
+    }
+    dropped
 }

@@ -60,6 +60,8 @@ pub(crate) struct Replicator {
     pub(crate) lag: Histogram,
     /// Updates re-sent whole because the receiver had no copy.
     pub(crate) full_resends: Count,
+    /// Woken when an update could not be delivered: anti-entropy should visit that peer soon.
+    pub(crate) resync: Arc<tokio::sync::Notify>,
     in_flight: AtomicU64,
 }
 
@@ -81,6 +83,7 @@ impl Replicator {
         faults: Arc<Faults>,
         max_batch: usize,
         enqueue_timeout: Duration,
+        resync: Arc<tokio::sync::Notify>,
     ) -> Self {
         Replicator {
             client,
@@ -92,6 +95,7 @@ impl Replicator {
             enqueue_timeout,
             lag: Histogram::default(),
             full_resends: Count::default(),
+            resync,
             in_flight: AtomicU64::new(0),
         }
     }
@@ -142,6 +146,7 @@ impl Replicator {
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
             peer.dropped.inc();
             peer.needs_resync.store(true, Ordering::Release);
+            self.resync.notify_one();
             return None;
         }
         rx
@@ -209,15 +214,29 @@ impl Replicator {
         let count = updates.len() as u64;
         let mut failed: Vec<SessionId> = Vec::new();
         let mut gone: Vec<SessionId> = Vec::new();
-        let ok = match self.push(peer, PushBatch { updates }).await {
+        let batch = PushBatch { updates };
+        let ok = match self.push(peer, &batch).await {
             Ok(ack) => {
                 gone = ack.gone;
                 if !ack.need_full.is_empty() {
-                    // The peer had no copy for some partial updates: send those sessions whole.
+                    // The peer had no copy (or an older one) for some partial updates: send
+                    // those sessions whole — this node's copy joined with the update itself,
+                    // which this node's copy may not hold (a write forwarded for a session
+                    // this node only has a read copy of).
                     let full: Vec<Update> = ack
                         .need_full
                         .iter()
-                        .filter_map(|id| self.store.read(id, |s| Update::State(s.to_wire_full())))
+                        .filter_map(|id| {
+                            let mut whole = self.store.read(id, |s| s.to_wire_full())?;
+                            for u in &batch.updates {
+                                if let Update::State(partial) = u
+                                    && partial.id == *id
+                                {
+                                    join(&mut whole, partial.clone());
+                                }
+                            }
+                            Some(Update::State(whole))
+                        })
                         .collect();
                     self.full_resends.add(full.len() as u64);
                     if full.len() < ack.need_full.len() {
@@ -230,7 +249,7 @@ impl Replicator {
                         );
                     }
                     if !full.is_empty() {
-                        match self.push(peer, PushBatch { updates: full }).await {
+                        match self.push(peer, &PushBatch { updates: full }).await {
                             Ok(second) => gone.extend(second.gone),
                             Err(_) => failed.extend(ack.need_full.iter().copied()),
                         }
@@ -241,6 +260,10 @@ impl Replicator {
             Err(_) => false,
         };
         peer.push_updates.add(count);
+        if !ok || !failed.is_empty() {
+            peer.needs_resync.store(true, Ordering::Release);
+            self.resync.notify_one();
+        }
         for (id, tx, at) in acks {
             let delivery = if !ok || failed.contains(&id) {
                 Delivery::Failed
@@ -254,14 +277,14 @@ impl Replicator {
         }
     }
 
-    async fn push(&self, peer: &Arc<Peer>, batch: PushBatch) -> Result<PushAck, CallError> {
+    async fn push(&self, peer: &Arc<Peer>, batch: &PushBatch) -> Result<PushAck, CallError> {
         peer.pushes.inc();
         if self.faults.loses_pushes_to(peer.id) {
             peer.push_failures.inc();
             peer.needs_resync.store(true, Ordering::Release);
             return Err(CallError::Cut);
         }
-        match self.client.push(peer, &batch).await {
+        match self.client.push(peer, batch).await {
             Ok(reply) => {
                 peer.push_bytes.add(reply.sent as u64);
                 self.members.member_answered(peer);
@@ -301,6 +324,12 @@ fn coalesce(existing: &mut Update, next: Update) {
 
 /// Joins two states of one session (the same merge rules as `SessionState::merge`).
 pub fn join(a: &mut WireState, b: WireState) {
+    // The joined update needs everything either needed: the older base.
+    a.base = if a.full || b.full {
+        0
+    } else {
+        a.base.min(b.base)
+    };
     a.full |= b.full;
     a.created_at = a.created_at.min(b.created_at);
     a.absolute_deadline = a.absolute_deadline.min(b.absolute_deadline);

@@ -17,13 +17,12 @@ use axum::routing::post;
 use session_core::now_millis;
 
 use crate::node::Shared;
-use crate::placement;
 use crate::store::Applied;
 use crate::wire::{
     self, AuthError, CONTENT_TYPE, FetchRequest, FetchResponse, HDR_FROM, HDR_TIME, HDR_TO, Hello,
     HelloAck, Leave, PATH_FETCH, PATH_HELLO, PATH_LEAVE, PATH_PING, PATH_PULL, PATH_PUSH,
     PATH_SYNC, Pong, Pull, PullResponse, PushAck, PushBatch, RequestContext, RequestHeaders,
-    SyncRequest, SyncResponse, Update,
+    SyncRequest, Update,
 };
 
 /// The cluster port's routes. Bodies over `max_body_bytes` get 413 before they are read.
@@ -175,17 +174,7 @@ async fn push(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
             Update::State(w) => {
                 shared.observe(w);
                 match shared.store.apply(w) {
-                    Applied::Merged(o) => {
-                        shared.metrics.conflicts.add(u64::from(o.conflicts));
-                        // A placement that no longer names this node (a rebalance moved the
-                        // backup elsewhere): the copy is not kept up to date any more.
-                        let held = shared
-                            .store
-                            .read(&w.id, |s| placement::holds(&shared, s.placement()));
-                        if held == Some(false) && w.placement.is_some() {
-                            shared.store.remove(&w.id);
-                        }
-                    }
+                    Applied::Merged(o) => shared.metrics.conflicts.add(u64::from(o.conflicts)),
                     Applied::NeedFull => need_full.push(w.id),
                     Applied::Ignored => gone.push(w.id),
                 }
@@ -264,7 +253,11 @@ async fn sync(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
     match shared.snapshots.respond(&shared, ctx.from, &req) {
-        Ok(message) => reply(&shared, &ctx, &SyncResponse { message }),
+        Ok(message) => reply(
+            &shared,
+            &ctx,
+            &crate::antientropy::response(&shared, message),
+        ),
         Err(e) => bad_request(&shared, "sync message", e),
     }
 }

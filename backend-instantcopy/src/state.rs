@@ -60,6 +60,10 @@ pub struct WireState {
     pub id: SessionId,
     /// True when this carries every key (a receiver without a copy can adopt it).
     pub full: bool,
+    /// For a partial update: the version of the copy the write was made on. A receiver whose
+    /// copy is older has missed something in between (a lost or reordered update), so it
+    /// asks for the whole state instead of merging a delta on top of a gap. 0 for full states.
+    pub base: u64,
     /// Creation time (ms).
     pub created_at: u64,
     /// Last activity that moved the idle deadline (ms).
@@ -173,7 +177,7 @@ impl SessionState {
     /// Used when a session moves to a new id: its creation time and absolute deadline stay.
     pub fn from_record(mut record: SessionRecord, stamp: Stamp, placement: Placement) -> Self {
         let stamps = vec![PackedStamp::from(stamp); record.data.len()];
-        record.version = stamp.time.max(placement.stamp.time);
+        record.version = stamp.time;
         SessionState {
             record: Arc::new(record),
             stamps,
@@ -209,6 +213,7 @@ impl SessionState {
         WireState {
             id: record.id,
             full: false,
+            base: record.version,
             created_at: record.created_at,
             last_access: record.last_access.max(now),
             idle_deadline: record
@@ -266,7 +271,10 @@ impl SessionState {
         &self.placement
     }
 
-    /// The version: the highest stamp time of anything in the state.
+    /// The version: the highest stamp time of the session's data (key writes, removals and
+    /// touches). A placement change does not count: a copy that only learned where the
+    /// session now lives is no newer for a client than the data it holds, and a node that
+    /// re-places a stale copy must not make it look current.
     pub fn version(&self) -> u64 {
         self.record.version
     }
@@ -293,7 +301,7 @@ impl SessionState {
         let removed = self.tombs().iter().map(|(_, s)| s.time);
         let max = live
             .chain(removed)
-            .chain([self.touched.time, self.placement.stamp.time])
+            .chain([self.touched.time])
             .max()
             .unwrap_or(0);
         Arc::make_mut(&mut self.record).version = max;
@@ -416,9 +424,11 @@ impl SessionState {
                 value: Some(v.clone()),
             });
         }
+        let base = self.version();
         self.put_all(&pending);
         self.touch(stamp, now, policy);
         let mut w = self.header(false);
+        w.base = base;
         w.entries = entries;
         w
     }
@@ -436,11 +446,13 @@ impl SessionState {
 
     /// Sets a new placement (failover re-homing, repair) and returns the update to send.
     pub fn set_placement(&mut self, placement: Placement) -> WireState {
+        let base = self.version();
         if placement_order(&placement) > placement_order(&self.placement) {
             self.placement = placement;
             self.refresh_version();
         }
         let mut w = self.header(false);
+        w.base = base;
         w.placement = Some(self.placement.clone());
         w
     }
@@ -450,6 +462,7 @@ impl SessionState {
         WireState {
             id: r.id,
             full,
+            base: if full { 0 } else { r.version },
             created_at: r.created_at,
             last_access: r.last_access,
             idle_deadline: r.idle_deadline,

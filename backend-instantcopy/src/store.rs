@@ -27,7 +27,8 @@ use crate::state::{MergeOutcome, SessionState, WireState};
 pub enum Applied {
     /// Merged (or adopted, for a full state).
     Merged(MergeOutcome),
-    /// A partial update for a session this node holds no copy of: ask for the full state.
+    /// A partial update for a session this node holds no copy of, or one whose copy is older
+    /// than the copy the write was made on: ask for the full state.
     NeedFull,
     /// Dropped: the session is destroyed or already expired.
     Ignored,
@@ -128,6 +129,11 @@ impl Store {
         }
         let (filed, outcome) = match self.sessions.entry(w.id) {
             dashmap::Entry::Occupied(mut e) => {
+                if !w.full && w.base > e.get().version() {
+                    // This copy missed an update the writer's copy had: a delta on top of the
+                    // gap would leave it looking current while lacking that write.
+                    return Applied::NeedFull;
+                }
                 let before = e.get().record().expires_at();
                 let outcome = e.get_mut().merge(w);
                 let after = e.get().record().expires_at();
@@ -172,6 +178,14 @@ impl Store {
     /// copies are all behind.
     pub fn clear(&self) {
         self.sessions.clear();
+    }
+
+    /// Forgets a copy without a tombstone if its version is still `version` (a copy that changed
+    /// since it was handed off is kept). Returns whether it went.
+    pub fn remove_if_version(&self, id: &SessionId, version: u64) -> bool {
+        self.sessions
+            .remove_if(id, |_, s| s.version() == version)
+            .is_some()
     }
 
     /// Forgets a copy without a tombstone (an expired or stale copy).

@@ -173,6 +173,9 @@ pub struct SyncRequest {
 pub struct SyncResponse {
     /// The responder's message (the initiator feeds it to its next round).
     pub message: Vec<u8>,
+    /// The responder is safe: synced, in sync with every alive member since the last
+    /// membership change, and every session it leads has all its live copies.
+    pub safe: bool,
 }
 
 /// "Send me these sessions whole" (at most `max_batch` ids).

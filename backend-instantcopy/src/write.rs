@@ -215,6 +215,17 @@ impl InstantCopyNode {
                 return Err(SessionError::Gone);
             };
             let targets = placement::replicas(shared, &placement);
+            tracing::debug!(
+                node = %me,
+                session = ?id,
+                owner = %placement.owner,
+                backups = ?placement.backups,
+                was_owner = %current.owner,
+                was_backups = ?current.backups,
+                targets = ?targets.iter().map(|p| p.id).collect::<Vec<_>>(),
+                version,
+                "write"
+            );
             let mut sends = Sends::default();
             for p in &targets {
                 let update = match delta {
@@ -229,7 +240,20 @@ impl InstantCopyNode {
                 };
                 sends.durable.push((p.clone(), update));
             }
-            match self.replicate(sends, true).await {
+            // A node that is not one of the holders (it took a write while a holder was down and
+            // the placement chose others) does not count as a copy.
+            let holder = placement::holds(shared, &placement);
+            let result = if holder {
+                self.replicate(sends, true).await
+            } else {
+                let need = match shared.config.ack {
+                    Ack::Async => 1,
+                    Ack::One => 2,
+                    Ack::All => usize::MAX,
+                };
+                self.replicate_need(Some(need), sends, true).await
+            };
+            match result {
                 Ok(()) => return Ok((placement, version, expires_at)),
                 Err(SessionError::Unavailable { .. })
                     if attempt < 2 && targets.iter().any(|p| !p.is_up()) =>
@@ -265,6 +289,15 @@ impl InstantCopyNode {
         for p in placement::replicas(shared, &placement) {
             sends.durable.push((p, Update::State(w.clone())));
         }
+        tracing::debug!(
+            node = %shared.config.node_id,
+            session = ?loaded.record.id,
+            owner = %placement.owner,
+            backups = ?placement.backups,
+            targets = ?sends.durable.iter().map(|(p, _)| p.id).collect::<Vec<_>>(),
+            base = w.base,
+            "write forwarded to the holders"
+        );
         // This node keeps no copy, so it does not count: `one` needs two holders (no single
         // crash loses the write), and even `async` waits for one (so the client's next read,
         // wherever it lands, finds the write).
@@ -273,6 +306,17 @@ impl InstantCopyNode {
             Ack::One => 2,
             Ack::All => usize::MAX,
         };
+        if need != usize::MAX && sends.durable.len() < need {
+            // Not enough live holders to make the write as durable as the ack level promises
+            // (a holder is down and has not been replaced yet): refuse, never acknowledge a
+            // write that only one node holds.
+            shared.metrics.ack_failures.inc();
+            return Err(self.unavailable_write(format!(
+                "ack = {}: only {} live holder(s) of the session can take the write",
+                shared.config.ack,
+                sends.durable.len()
+            )));
+        }
         self.replicate_need(Some(need), sends, true).await?;
         shared.counters.saved();
         Ok(Saved {

@@ -100,7 +100,7 @@ async fn paper_flow_on_three_nodes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_without_a_copy_fetches_once_then_reads_locally() {
-    // Node 3 misses the push (anti-entropy is slowed right down so it cannot repair first).
+    // Node 3 misses the push (anti-entropy is paused so it cannot repair first).
     let c = LocalCluster::start_custom(
         3,
         3,
@@ -111,6 +111,9 @@ async fn a_node_without_a_copy_fetches_once_then_reads_locally() {
     .await
     .unwrap();
     assert!(c.wait_ready(Duration::from_secs(5)).await);
+    for n in c.running() {
+        n.faults().pause_anti_entropy(true);
+    }
     c.instance(0).unwrap().faults().lose_pushes_to(NodeId(3));
     let t = write(&c.node(0), None, "k", 5).await;
     c.settle().await;

@@ -115,6 +115,9 @@ async fn digest_bytes_follow_the_differences_not_the_session_count() {
     c.settle().await;
     let (b0, d0) = one_exchange_bytes(&c).await;
     assert_eq!(d0, 0, "in sync after the pushes");
+    for n in c.running() {
+        n.faults().pause_anti_entropy(true);
+    }
     let n1 = c.instance(0).unwrap();
     n1.faults().lose_pushes_to(NodeId(2));
     let mut measured = vec![(0usize, b0)];
@@ -273,7 +276,11 @@ async fn a_drain_hands_off_what_only_the_leaver_holds() {
     .await
     .unwrap();
     assert!(c.wait_ready(Duration::from_secs(5)).await);
-    // Node 1's pushes are all lost: it alone holds what it writes.
+    // Node 1's pushes are all lost, and no background anti-entropy runs: it alone holds what
+    // it writes.
+    for n in c.running() {
+        n.faults().pause_anti_entropy(true);
+    }
     let n1 = c.instance(0).unwrap();
     n1.faults().lose_pushes_to(NodeId(2));
     n1.faults().lose_pushes_to(NodeId(3));

@@ -39,8 +39,8 @@ pub struct AppState {
     pub metrics: Arc<HttpMetrics>,
     /// When the node started.
     pub started: Instant,
-    /// Set once a shutdown began (`/readyz` then answers 503).
-    pub draining: std::sync::atomic::AtomicBool,
+    /// Shutdown state: once it begins, `/readyz` and every app route answer 503.
+    pub drain: Arc<crate::drain::DrainState>,
 }
 
 /// An error answered as JSON `{"error": "..."}` (503s also carry `Retry-After`).
@@ -129,7 +129,7 @@ pub fn router(config: &DemoConfig, backend: Backend) -> (Router, Arc<AppState>) 
         node_id: config.node_id,
         metrics: Arc::new(HttpMetrics::new()),
         started: Instant::now(),
-        draining: std::sync::atomic::AtomicBool::new(false),
+        drain: Arc::new(crate::drain::DrainState::default()),
         backend,
     });
     let layer = SessionLayer::with_config(state.backend.session.clone(), config.layer_config());
@@ -153,6 +153,7 @@ pub fn router(config: &DemoConfig, backend: Backend) -> (Router, Arc<AppState>) 
             }
         })
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(crate::drain::DrainLayer::new(state.drain.clone()))
         .layer(TrackLayer::new(state.metrics.clone()))
         .with_state(state.clone());
     (app, state)
@@ -300,7 +301,7 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Json<Value> {
 /// the node is *cluster safe* (every session it leads has all its live copies). Backends with a
 /// shared store are ready as soon as they serve (they refused to start without their store).
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    let draining = state.draining.load(std::sync::atomic::Ordering::Acquire);
+    let draining = state.drain.is_draining();
     let body = match &state.backend.node {
         Some(node) => {
             let r = node.readiness();

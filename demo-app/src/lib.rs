@@ -27,6 +27,7 @@ pub mod charts;
 pub mod cluster;
 pub mod compare;
 pub mod config;
+pub mod drain;
 pub mod metrics;
 pub mod status;
 pub mod track;
@@ -99,17 +100,20 @@ pub async fn serve(
         "demo node listening"
     );
     let sampler = tokio::spawn(sample_loop(state.clone()));
-    let flag = state.clone();
-    let shutdown = async move {
-        shutdown.await;
-        flag.draining
-            .store(true, std::sync::atomic::Ordering::Release);
-        tracing::info!("shutting down: no new requests; finishing those in flight");
-    };
-    let served = axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await;
-    sampler.abort();
+    // The listener stays open through the drain, answering 503 + Retry-After, so nothing that
+    // reaches this node during a shutdown is dropped; it closes once the backend is done.
+    let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = drained_rx.await;
+            })
+            .into_future(),
+    );
+    shutdown.await;
+    state.drain.begin();
+    tracing::info!("shutting down: new requests get 503; finishing those in flight");
+    state.drain.settled(Duration::from_secs(10)).await;
     let mut outcome = ServeOutcome::default();
     match &backend.node {
         Some(node) => {
@@ -131,7 +135,12 @@ pub async fn serve(
             backend.session.shutdown().await;
         }
     }
-    served.map_err(|e| ConfigError(format!("server error: {e}")))?;
+    let _ = drained_tx.send(());
+    sampler.abort();
+    match server.await {
+        Ok(r) => r.map_err(|e| ConfigError(format!("server error: {e}")))?,
+        Err(e) => return Err(ConfigError(format!("server task failed: {e}"))),
+    }
     Ok(outcome)
 }
 

@@ -3,48 +3,15 @@
 //! live copies.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed test
 
-use std::path::Path;
+mod common;
+
 use std::time::{Duration, Instant};
 
 use backend_instantcopy::{Ack, Replication};
+use common::{User, binary};
 use demo_app::cluster::{ClusterSpec, LocalCluster};
 use demo_app::config::BackendKind;
 use serde_json::{Value, json};
-
-struct User {
-    token: Option<String>,
-}
-
-async fn send(
-    http: &reqwest::Client,
-    user: &mut User,
-    method: &str,
-    url: String,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut req = http.request(method.parse().unwrap(), url);
-    if let Some(t) = &user.token {
-        req = req.header("cookie", format!("sid={t}"));
-    }
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let res = req.send().await.unwrap();
-    let status = res.status().as_u16();
-    if let Some(c) = res.headers().get("set-cookie") {
-        let c = c.to_str().unwrap();
-        user.token = Some(
-            c.split(';')
-                .next()
-                .unwrap()
-                .split_once('=')
-                .unwrap()
-                .1
-                .to_owned(),
-        );
-    }
-    (status, res.json().await.unwrap_or(Value::Null))
-}
 
 async fn held(http: &reqwest::Client, url: &str) -> u64 {
     let s: Value = http
@@ -63,34 +30,30 @@ async fn sigkill_of_an_owner_loses_no_acknowledged_write() {
     let mut spec = ClusterSpec::new(3, BackendKind::Instantcopy);
     spec.replication = Replication::Backups(1);
     spec.ack = Ack::One;
-    let mut cluster = LocalCluster::start(Path::new(env!("CARGO_BIN_EXE_demo-app")), &spec)
-        .await
-        .unwrap();
+    let mut cluster = LocalCluster::start(binary(), &spec).await.unwrap();
     let urls = cluster.urls();
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
 
     // Twenty users log in and fill carts on node 1 (so node 1 owns every session).
     let mut users = Vec::new();
     for i in 0..20 {
-        let mut u = User { token: None };
-        let (s, _) = send(
-            &http,
-            &mut u,
-            "POST",
-            format!("{}/login", urls[0]),
-            Some(json!({"user": format!("u{i}")})),
-        )
-        .await;
-        assert_eq!(s, 200);
-        for sku in ["a", "b"] {
-            let (s, _) = send(
-                &http,
-                &mut u,
+        let mut u = User::new();
+        let (s, _) = u
+            .send(
                 "POST",
-                format!("{}/cart/items", urls[0]),
-                Some(json!({"sku": sku, "qty": i + 1})),
+                format!("{}/login", urls[0]),
+                Some(json!({"user": format!("u{i}")})),
             )
             .await;
+        assert_eq!(s, 200);
+        for sku in ["a", "b"] {
+            let (s, _) = u
+                .send(
+                    "POST",
+                    format!("{}/cart/items", urls[0]),
+                    Some(json!({"sku": sku, "qty": i + 1})),
+                )
+                .await;
             assert_eq!(s, 200, "acknowledged write");
         }
         users.push(u);
@@ -101,21 +64,20 @@ async fn sigkill_of_an_owner_loses_no_acknowledged_write() {
     let mut first_ok = None;
     for (i, u) in users.iter_mut().enumerate() {
         let node = &urls[1 + i % 2];
-        let (s, body) = send(&http, u, "GET", format!("{node}/cart"), None).await;
+        let (s, body) = u.send("GET", format!("{node}/cart"), None).await;
         first_ok.get_or_insert_with(|| killed.elapsed());
         assert_eq!(s, 200, "user {i} lost their session: {body}");
         assert_eq!(body["items"], json!({"a": i + 1, "b": i + 1}), "user {i}");
-        let (s, _) = send(
-            &http,
-            u,
-            "POST",
-            format!("{node}/cart/items"),
-            Some(json!({"sku": "c", "qty": 1})),
-        )
-        .await;
+        let (s, _) = u
+            .send(
+                "POST",
+                format!("{node}/cart/items"),
+                Some(json!({"sku": "c", "qty": 1})),
+            )
+            .await;
         assert_eq!(s, 200, "writes work on the survivors");
         let other = &urls[1 + (i + 1) % 2];
-        let (s, body) = send(&http, u, "GET", format!("{other}/profile"), None).await;
+        let (s, body) = u.send("GET", format!("{other}/profile"), None).await;
         assert_eq!((s, body["cart_items"].clone()), (200, json!(3)));
     }
     println!(

@@ -2,57 +2,16 @@
 //! login on node 1, profile on node 2, cart on node 3, logout on node 2 → 401 everywhere.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed test
 
-use std::path::Path;
+mod common;
+
 use std::time::Duration;
 
 use backend_instantcopy::{Ack, Replication};
+use common::{User, binary};
 use demo_app::cluster::{ClusterSpec, LocalCluster};
 use demo_app::config::BackendKind;
 use serde_json::{Value, json};
 use session_core::testing::{database_url, redis_url, unique_name};
-
-fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_demo-app"))
-}
-
-/// A browser-like client that keeps one session token (as a cookie jar would).
-struct User {
-    http: reqwest::Client,
-    token: Option<String>,
-}
-
-impl User {
-    fn new() -> Self {
-        User {
-            http: reqwest::Client::builder().no_proxy().build().unwrap(),
-            token: None,
-        }
-    }
-
-    async fn send(&mut self, method: &str, url: String, body: Option<Value>) -> (u16, Value) {
-        let mut req = self.http.request(method.parse().unwrap(), &url);
-        if let Some(t) = &self.token {
-            req = req.header("cookie", format!("sid={t}"));
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let res = req.send().await.unwrap();
-        let status = res.status().as_u16();
-        for c in res.headers().get_all("set-cookie") {
-            let c = c.to_str().unwrap();
-            let value = c.split(';').next().unwrap().split_once('=').unwrap().1;
-            self.token = if c.contains("Max-Age=0") || value.is_empty() {
-                None
-            } else {
-                Some(value.to_owned())
-            };
-        }
-        let text = res.text().await.unwrap();
-        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        (status, json)
-    }
-}
 
 /// Runs the cross-node flow on a started cluster (needs at least 3 nodes). `server_side`:
 /// whether the backend can revoke a copied token (the sealed cookie cannot: documented).

@@ -72,13 +72,17 @@ impl SessionId {
         Ok(SessionId(bytes))
     }
 
-    /// A short salted hash of the id, safe to log (same value for the same id within one process).
+    /// A short salted hash of the id, safe to log: the same value for the same id within one
+    /// process, and across processes that share `SESSION_LOG_SALT` (set it to the same value on
+    /// every node to follow one session through the whole cluster's logs).
     pub fn log_hash(&self) -> String {
-        let mut h = Sha256::new();
-        h.update(log_salt());
-        h.update(self.0);
-        let d = h.finalize();
-        d[..6].iter().map(|b| format!("{b:02x}")).collect()
+        hash_with(log_salt(), &self.0)
+    }
+
+    /// The [`log_hash`](SessionId::log_hash) this id has on processes whose
+    /// `SESSION_LOG_SALT` is `salt` (for tools that correlate logs).
+    pub fn log_hash_with(&self, salt: &str) -> String {
+        hash_with(&salt_of(salt), &self.0)
     }
 }
 
@@ -109,12 +113,32 @@ pub fn fill_random(buf: &mut [u8]) {
     getrandom::fill(buf).expect("the operating system's random source failed");
 }
 
+fn hash_with(salt: &[u8; 16], id: &[u8; SESSION_ID_LEN]) -> String {
+    let mut h = Sha256::new();
+    h.update(salt);
+    h.update(id);
+    let d = h.finalize();
+    d[..6].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn salt_of(text: &str) -> [u8; 16] {
+    let d = Sha256::digest(text.as_bytes());
+    let mut s = [0u8; 16];
+    s.copy_from_slice(&d[..16]);
+    s
+}
+
+/// The salt of logged session hashes: from `SESSION_LOG_SALT` when set, else random per
+/// process.
 fn log_salt() -> &'static [u8; 16] {
     static SALT: OnceLock<[u8; 16]> = OnceLock::new();
-    SALT.get_or_init(|| {
-        let mut s = [0u8; 16];
-        fill_random(&mut s);
-        s
+    SALT.get_or_init(|| match std::env::var("SESSION_LOG_SALT") {
+        Ok(v) if !v.is_empty() => salt_of(&v),
+        _ => {
+            let mut s = [0u8; 16];
+            fill_random(&mut s);
+            s
+        }
     })
 }
 

@@ -91,7 +91,7 @@ pub use record::{
 pub use session::{Commit, Session};
 pub use token::{
     MAX_ID_TOKEN_LEN, MAX_ROUTING_LEN, MAX_SEALED_TOKEN_LEN, TAG_LEN, TOKEN_VERSION, TokenSigner,
-    VerifiedToken,
+    VerifiedToken, unverified_session_id,
 };
 
 /// Re-exported so backend crates implement the trait with the same macro version.

@@ -47,6 +47,22 @@ pub struct VerifiedToken {
     pub key_index: usize,
 }
 
+/// The session id an id token names, **without verifying it**: for tools that follow one
+/// session through logs (with [`SessionId::log_hash_with`]), never for deciding anything.
+/// `None` for anything that is not a version-1 id token.
+pub fn unverified_session_id(token: &str) -> Option<SessionId> {
+    if token.len() > MAX_ID_TOKEN_LEN {
+        return None;
+    }
+    let raw = URL_SAFE_NO_PAD.decode(token).ok()?;
+    if raw.len() < HEADER_LEN || raw[0] != TOKEN_VERSION {
+        return None;
+    }
+    let mut id = [0u8; SESSION_ID_LEN];
+    id.copy_from_slice(&raw[1..1 + SESSION_ID_LEN]);
+    Some(SessionId::from_bytes(id))
+}
+
 /// Signs and verifies id tokens with a key ring.
 ///
 /// ```
