@@ -15,6 +15,9 @@
 //!   not become writes.
 //! * [`Session`] and [`SessionLayer`]: the per-request handle (lazy load, write back only what
 //!   changed) and the axum/tower layer around it.
+//! * [`serve`](mod@serve): serving a `Router` with a header-read timeout, a request timeout, an
+//!   inactivity timeout and a connection cap ([`serve::ServeLimits`]), for the app port and the
+//!   cluster port alike.
 //! * [`testing`] (feature `testing`): the conformance suite every backend runs.
 //!
 //! ## An axum app with sessions
@@ -67,6 +70,8 @@ mod keys;
 mod layer;
 mod memory;
 mod record;
+#[cfg(feature = "axum")]
+pub mod serve;
 mod session;
 #[cfg(feature = "testing")]
 pub mod testing;
