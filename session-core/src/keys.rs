@@ -28,8 +28,8 @@ pub enum KeyError {
     Empty,
     /// A configured secret is neither hex nor base64.
     #[error(
-        "a secret must be given as hex (64+ hex digits) or base64 (43+ characters) of 32+ random \
-         bytes, for example the output of `openssl rand -hex 32`"
+        "a secret must be at least 32 random bytes given as hex (64+ hex digits) or base64 (43+ \
+         characters), for example the output of `openssl rand -hex 32`"
     )]
     NotEncoded,
 }
