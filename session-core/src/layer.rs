@@ -630,27 +630,42 @@ impl<S: Send + Sync> FromRequestParts<S> for Session {
     }
 }
 
+/// A short JSON error body, `{"error": "..."}`, with its status.
+fn json_error(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        [(http::header::CONTENT_TYPE, "application/json")],
+        serde_json::json!({ "error": message }).to_string(),
+    )
+        .into_response()
+}
+
+/// The error and its causes, for the log line.
+fn cause_chain(e: &SessionError) -> String {
+    let mut chain = String::new();
+    let mut src: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(s) = src {
+        chain.push_str(": ");
+        chain.push_str(&s.to_string());
+        src = s.source();
+    }
+    chain
+}
+
 impl IntoResponse for SessionError {
-    /// `503` with `Retry-After` when the store (or the newest copy of the session) cannot be
-    /// reached: the client keeps its token and may retry; an opaque 500 for other backend
-    /// failures (cause logged); `413` with a clear message for a session that is too large
-    /// (nothing was saved); 409 for a session that expired during the request.
+    /// A short JSON body `{"error": "..."}` in every case: `503` with `Retry-After` when the
+    /// store (or the newest copy of the session) cannot be reached: the client keeps its token
+    /// and may retry; an opaque 500 for other backend failures (cause logged); `413` with a
+    /// clear message for a session that is too large (nothing was saved); 409 for a session
+    /// that expired during the request.
     fn into_response(self) -> Response {
         match &self {
             SessionError::Unavailable { .. } => {
-                let mut chain = String::new();
-                let mut src: Option<&dyn std::error::Error> = std::error::Error::source(&self);
-                while let Some(s) = src {
-                    chain.push_str(": ");
-                    chain.push_str(&s.to_string());
-                    src = s.source();
-                }
-                tracing::warn!(error = %self, cause = %chain, "session store unavailable");
-                let mut res = (
+                tracing::warn!(error = %self, cause = %cause_chain(&self), "session store unavailable");
+                let mut res = json_error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "the session store is temporarily unavailable; retry shortly",
-                )
-                    .into_response();
+                );
                 res.headers_mut().insert(
                     http::header::RETRY_AFTER,
                     HeaderValue::from(RETRY_AFTER_SECS),
@@ -659,26 +674,18 @@ impl IntoResponse for SessionError {
             }
             SessionError::TooLarge { .. } => {
                 tracing::info!(error = %self, "session write refused: too large");
-                (StatusCode::PAYLOAD_TOO_LARGE, self.to_string()).into_response()
+                json_error(StatusCode::PAYLOAD_TOO_LARGE, &self.to_string())
             }
-            SessionError::Gone => (
+            SessionError::Gone => json_error(
                 StatusCode::CONFLICT,
                 "the session expired during the request; sign in again",
-            )
-                .into_response(),
+            ),
             SessionError::InvalidToken(_) => {
-                (StatusCode::UNAUTHORIZED, "invalid session").into_response()
+                json_error(StatusCode::UNAUTHORIZED, "invalid session")
             }
             _ => {
-                let mut chain = String::new();
-                let mut src: Option<&dyn std::error::Error> = std::error::Error::source(&self);
-                while let Some(s) = src {
-                    chain.push_str(": ");
-                    chain.push_str(&s.to_string());
-                    src = s.source();
-                }
-                tracing::error!(error = %self, cause = %chain, "session backend failure");
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+                tracing::error!(error = %self, cause = %cause_chain(&self), "session backend failure");
+                json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
             }
         }
     }
