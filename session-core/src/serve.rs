@@ -26,7 +26,10 @@
 //! # async fn run() -> std::io::Result<()> {
 //! let app = Router::new().route("/", get(|| async { "hi" }));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-//! serve(listener, app, ServeLimits::default(), async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! # drop(stop);
+//! // Serves until `stop` is sent (or dropped), then finishes the requests in flight.
+//! serve(listener, app, ServeLimits::default(), async { let _ = stopped.await; }).await?;
 //! # Ok(()) }
 //! ```
 

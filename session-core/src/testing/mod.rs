@@ -14,7 +14,7 @@
 //! #[async_trait::async_trait]
 //! impl BackendFactory for Memory {
 //!     fn name(&self) -> String { "memory".into() }
-//!     fn capabilities(&self) -> Capabilities { Capabilities::server_side() }
+//!     fn capabilities(&self) -> Capabilities { Capabilities::server_side().in_process() }
 //!     async fn build(&self, policy: ExpiryPolicy) -> Result<Harness, String> {
 //!         Ok(Harness::single(Arc::new(MemoryBackend::new(policy, &KeyRing::generate()))))
 //!     }
