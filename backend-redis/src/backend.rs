@@ -145,11 +145,7 @@ fn tls_certificates(config: &RedisConfig) -> Result<Option<redis::TlsCertificate
         return Ok(None);
     };
     let pem = std::fs::read(path).map_err(|e| {
-        SessionError::backend(
-            SCHEME,
-            format!("reading tls_ca_file {}", path.display()),
-            e,
-        )
+        SessionError::backend(SCHEME, format!("reading tls_ca_file {}", path.display()), e)
     })?;
     Ok(Some(redis::TlsCertificates {
         client_tls: None,

@@ -66,7 +66,14 @@ fn tls_redis(dir: &Path, cert: &Path, key: &Path, ca: &Path) -> Option<(Server, 
         .arg(key)
         .arg("--tls-ca-cert-file")
         .arg(ca)
-        .args(["--tls-auth-clients", "no", "--save", "", "--appendonly", "no"])
+        .args([
+            "--tls-auth-clients",
+            "no",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
         .arg("--dir")
         .arg(dir)
         .stdout(Stdio::null())
@@ -117,7 +124,12 @@ async fn rediss_urls_work_with_a_trusted_ca_and_fail_without_one() {
     let saved = backend.create(data).await.unwrap();
     let loaded = backend.load(&saved.token).await.unwrap().expect("loads");
     assert_eq!(
-        loaded.record.data.get_as::<String>("user").unwrap().as_deref(),
+        loaded
+            .record
+            .data
+            .get_as::<String>("user")
+            .unwrap()
+            .as_deref(),
         Some("alice")
     );
     backend.destroy(&loaded).await.unwrap();
