@@ -714,7 +714,7 @@ fn cookie_value(set_cookie: &str) -> &str {
 async fn the_layer_turns_too_large_into_a_clear_error_and_sets_no_cookie() {
     let app = app(Arc::new(backend(&KeyRing::generate())));
     let (status, cookies, body) = call(&app, "/big", None).await;
-    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert!(
         cookies.is_empty(),
         "a cookie was set for an unsaved session: {cookies:?}"

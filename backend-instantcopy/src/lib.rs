@@ -15,8 +15,7 @@
 //! // Each node gets the same member list and cluster secret, and its own node_id.
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! let mut config = Config::default();
-//! config.cluster_addr = listener.local_addr()?;
-//! config.members[0].addr = config.cluster_addr; // a one-node cluster for this example
+//! config.cluster_addr = listener.local_addr()?; // no seeds: a one-node cluster of its own
 //! let keys = KeyRing::new([Secret::new(b"the cluster secret, from env or a file".to_vec())?])?;
 //! let node = InstantCopyNode::start_with_listener(config, ExpiryPolicy::default(), &keys, listener).await?;
 //! let backend: Arc<dyn SessionBackend> = Arc::new(node.clone());

@@ -203,11 +203,25 @@ impl InstantCopyNode {
     /// node serves at once; it joins, syncs its share of the sessions and becomes
     /// [ready](InstantCopyNode::readiness) in the background.
     pub async fn start_with_listener(
-        mut config: Config,
+        config: Config,
         policy: ExpiryPolicy,
         keys: &KeyRing,
         listener: tokio::net::TcpListener,
     ) -> Result<Self, StartError> {
+        Self::start_with_keys(config, policy, keys, keys, listener).await
+    }
+
+    /// [`start_with_listener`](Self::start_with_listener) with separate key rings: `tokens`
+    /// signs and verifies the clients' tokens, `cluster` seals and opens peer traffic and
+    /// gossip, so the two secrets can be set and rotated on their own.
+    pub async fn start_with_keys(
+        mut config: Config,
+        policy: ExpiryPolicy,
+        tokens: &KeyRing,
+        cluster: &KeyRing,
+        listener: tokio::net::TcpListener,
+    ) -> Result<Self, StartError> {
+        let keys = cluster;
         config.validate()?;
         let bound = listener.local_addr().map_err(|source| StartError::Bind {
             addr: config.cluster_addr,
@@ -254,7 +268,7 @@ impl InstantCopyNode {
         let gossip_counters = Arc::new(GossipCounters::default());
         let shared = Arc::new(Shared {
             clock: Clock::new(config.node_id, config.replay_window),
-            signer: TokenSigner::new(keys),
+            signer: TokenSigner::new(tokens),
             seal: seal.clone(),
             store: store.clone(),
             members: members.clone(),

@@ -139,6 +139,20 @@ fn delta_args(delta: &Delta, out: &mut Vec<Vec<u8>>) {
     }
 }
 
+/// The CA certificates of `tls_ca_file`, when set (for `rediss://` URLs).
+fn tls_certificates(config: &RedisConfig) -> Result<Option<redis::TlsCertificates>, SessionError> {
+    let Some(path) = &config.tls_ca_file else {
+        return Ok(None);
+    };
+    let pem = std::fs::read(path).map_err(|e| {
+        SessionError::backend(SCHEME, format!("reading tls_ca_file {}", path.display()), e)
+    })?;
+    Ok(Some(redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem),
+    }))
+}
+
 fn connection_info(url: &str, config: &RedisConfig) -> Result<ConnectionInfo, SessionError> {
     let info = url.into_connection_info().map_err(|e| {
         SessionError::backend(
@@ -172,10 +186,15 @@ impl RedisBackend {
             context: e.to_string(),
             source: Some(Box::new(e)),
         })?;
+        let certs = tls_certificates(&config)?;
         let conn = match &topology {
             Topology::Single(url) => {
-                let client = redis::Client::open(connection_info(url, &config)?)
-                    .map_err(|e| SessionError::backend(SCHEME, "building the Redis client", e))?;
+                let info = connection_info(url, &config)?;
+                let client = match &certs {
+                    Some(c) => redis::Client::build_with_tls(info, c.clone()),
+                    None => redis::Client::open(info),
+                }
+                .map_err(|e| SessionError::backend(SCHEME, "building the Redis client", e))?;
                 let manager = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(config.connection_timeout))
                     .set_response_timeout(Some(config.response_timeout))
@@ -198,7 +217,11 @@ impl RedisBackend {
                     .iter()
                     .map(|u| connection_info(u, &config))
                     .collect::<Result<Vec<_>, _>>()?;
-                let client = ClusterClientBuilder::new(infos)
+                let mut builder = ClusterClientBuilder::new(infos);
+                if let Some(c) = &certs {
+                    builder = builder.certs(c.clone());
+                }
+                let client = builder
                     .connection_timeout(config.connection_timeout)
                     .response_timeout(config.response_timeout)
                     .retries(config.reconnect_attempts)

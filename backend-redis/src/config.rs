@@ -60,6 +60,10 @@ pub struct RedisConfig {
     /// `CLIENT LIST` as `lib-name=...` on Redis 7.2 and later (older servers ignore it).
     /// Letters, digits and `-_.:` only.
     pub client_name: String,
+    /// For `rediss://` URLs (TLS, with rustls): a PEM file of the certificate authorities to
+    /// trust instead of the system's (a private CA). Unset: the system trust store. The
+    /// server's certificate is always verified against the URL's host name.
+    pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for RedisConfig {
@@ -72,6 +76,7 @@ impl Default for RedisConfig {
             response_timeout: Duration::from_secs(2),
             reconnect_attempts: 3,
             client_name: "session-sync".to_owned(),
+            tls_ca_file: None,
         }
     }
 }
@@ -93,6 +98,7 @@ impl fmt::Debug for RedisConfig {
             .field("response_timeout", &self.response_timeout)
             .field("reconnect_attempts", &self.reconnect_attempts)
             .field("client_name", &self.client_name)
+            .field("tls_ca_file", &self.tls_ca_file)
             .finish()
     }
 }

@@ -96,7 +96,9 @@ impl ConfigError {
 /// config.validate().unwrap();
 /// assert_eq!(config.table, "sessions");
 /// ```
-#[derive(Debug, Clone, Deserialize)]
+///
+/// `Debug` shows the URL with any password replaced by `***`.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SqlConfig {
     /// Database URL: `postgres://user:password@host:5432/db?sslmode=...`, or
@@ -155,6 +157,53 @@ pub struct SqlConfig {
     pub cleanup_batch_size: u32,
     /// Most batches per cleanup run; what is left waits for the next run.
     pub cleanup_max_batches: u32,
+}
+
+/// `url` with the password of its `user:password@` part replaced by `***`, safe to log.
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match authority.rfind('@') {
+        Some(at) => {
+            let user = authority[..at].split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***{}", &rest[at..])
+        }
+        None => {
+            // A password can also come as a query parameter.
+            match rest.find("password=") {
+                Some(_) => format!("{scheme}://{authority}/***"),
+                None => url.to_owned(),
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for SqlConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlConfig")
+            .field("url", &redact_url(&self.url))
+            .field("schema", &self.schema)
+            .field("table", &self.table)
+            .field("migrate", &self.migrate)
+            .field("max_connections", &self.max_connections)
+            .field("min_connections", &self.min_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_lifetime", &self.max_lifetime)
+            .field("test_before_acquire", &self.test_before_acquire)
+            .field("synchronous_commit", &self.synchronous_commit)
+            .field("application_name", &self.application_name)
+            .field("cleanup", &self.cleanup)
+            .field("cleanup_interval", &self.cleanup_interval)
+            .field("cleanup_jitter", &self.cleanup_jitter)
+            .field("cleanup_batch_size", &self.cleanup_batch_size)
+            .field("cleanup_max_batches", &self.cleanup_max_batches)
+            .finish()
+    }
 }
 
 impl Default for SqlConfig {
@@ -425,5 +474,23 @@ mod tests {
         assert!(!c.cleanup);
         assert_eq!(c.validate(), Ok(Driver::Postgres));
         assert!(serde_json::from_str::<SqlConfig>(r#"{"tabel":"x"}"#).is_err());
+    }
+
+    #[test]
+    fn debug_never_shows_the_password() {
+        let c = SqlConfig {
+            url: "postgres://app:hunter2@db:5432/app?sslmode=verify-full".into(),
+            ..SqlConfig::default()
+        };
+        let d = format!("{c:?}");
+        assert!(
+            !d.contains("hunter2") && d.contains("app:***@db:5432"),
+            "{d}"
+        );
+        let q = SqlConfig {
+            url: "postgres://db/app?password=hunter2".into(),
+            ..SqlConfig::default()
+        };
+        assert!(!format!("{q:?}").contains("hunter2"));
     }
 }

@@ -41,6 +41,8 @@ pub struct AppState {
     pub started: Instant,
     /// Shutdown state: once it begins, `/readyz` and every app route answer 503.
     pub drain: Arc<crate::drain::DrainState>,
+    /// Most cart lines one session may hold.
+    pub cart_max_lines: usize,
 }
 
 /// An error answered as JSON `{"error": "..."}` (503s also carry `Retry-After`).
@@ -84,8 +86,10 @@ impl From<SessionError> for ApiError {
     fn from(e: SessionError) -> Self {
         // Keep the layer's mapping (503 for an unreachable store, opaque 500, clear messages for
         // too-large and gone), as JSON.
+        let too_large = matches!(e, SessionError::TooLarge { .. }).then(|| e.to_string());
         let status = e.into_response().status();
         let message = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => too_large.unwrap_or_else(|| "too large".into()),
             StatusCode::INTERNAL_SERVER_ERROR => "internal error".to_string(),
             StatusCode::CONFLICT => "the session expired during the request".to_string(),
             StatusCode::SERVICE_UNAVAILABLE => {
@@ -97,15 +101,36 @@ impl From<SessionError> for ApiError {
     }
 }
 
-/// A JSON body whose problems are 400/413 JSON errors (axum's own rejections are plain text
-/// and use 422 for missing fields).
+/// A JSON body whose problems are 400/413/415 JSON errors (axum's own rejections are plain
+/// text and use 422 for missing fields).
+///
+/// The request must say `Content-Type: application/json` (parameters such as `charset`
+/// allowed), else `415`: a cross-site HTML form can post `text/plain`,
+/// `application/x-www-form-urlencoded` or `multipart/form-data` without a CORS preflight, but
+/// never `application/json`, so a JSON-only endpoint cannot be driven by a forged form (login
+/// CSRF).
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);
+
+/// True for `application/json`, with or without parameters, in any letter case.
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+}
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !is_json(req.headers()) {
+            return Err(ApiError {
+                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                message: "the body must be JSON sent as Content-Type: application/json".into(),
+            });
+        }
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             let status = e.status();
             ApiError {
@@ -123,13 +148,26 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     }
 }
 
-/// Builds the app for a started backend.
+/// Builds the app for a started backend: the app router (the operator routes included when
+/// `admin` is enabled without an address of its own).
 pub fn router(config: &DemoConfig, backend: Backend) -> (Router, Arc<AppState>) {
+    let (app, admin, state) = routers(config, backend);
+    let app = match admin {
+        Some(admin) if config.admin.addr.is_none() => app.merge(admin),
+        _ => app,
+    };
+    (app, state)
+}
+
+/// Builds the app router and, when `admin.enabled`, the operator router (`/`, `/status.json`,
+/// `/metrics`), to be served on `admin.addr` or merged into the app's.
+pub fn routers(config: &DemoConfig, backend: Backend) -> (Router, Option<Router>, Arc<AppState>) {
     let state = Arc::new(AppState {
         node_id: config.node_id,
         metrics: Arc::new(HttpMetrics::new()),
         started: Instant::now(),
         drain: Arc::new(crate::drain::DrainState::default()),
+        cart_max_lines: config.cart_max_lines,
         backend,
     });
     let layer = SessionLayer::with_config(state.backend.session.clone(), config.layer_config());
@@ -141,11 +179,8 @@ pub fn router(config: &DemoConfig, backend: Backend) -> (Router, Arc<AppState>) 
         .route("/cart/items/{sku}", delete(remove_item))
         .route("/logout", post(logout))
         .layer(layer)
-        .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/status.json", get(status_json))
-        .route("/", get(status_page))
         .fallback(|| async {
             ApiError {
                 status: StatusCode::NOT_FOUND,
@@ -156,7 +191,15 @@ pub fn router(config: &DemoConfig, backend: Backend) -> (Router, Arc<AppState>) 
         .layer(crate::drain::DrainLayer::new(state.drain.clone()))
         .layer(TrackLayer::new(state.metrics.clone()))
         .with_state(state.clone());
-    (app, state)
+    let admin = config.admin.enabled.then(|| {
+        Router::new()
+            .route("/metrics", get(metrics))
+            .route("/status.json", get(status_json))
+            .route("/", get(status_page))
+            .layer(TrackLayer::new(state.metrics.clone()))
+            .with_state(state.clone())
+    });
+    (app, admin, state)
 }
 
 #[derive(Deserialize)]
@@ -220,15 +263,17 @@ async fn cart_json(state: &AppState, session: &Session) -> Result<Json<Value>, A
     ))
 }
 
-/// `POST /login {"user": "..."}`: stores the user and cycles the session id (fixation defence).
+/// `POST /login {"user": "..."}`: starts a clean session holding only the user: whatever
+/// session the browser had is destroyed (nothing of it, such as a cart or a value planted by
+/// whoever set that cookie, carries over) and the new one gets a new id (fixation defence).
 async fn login(
     State(state): State<Arc<AppState>>,
     session: Session,
     JsonBody(req): JsonBody<Login>,
 ) -> Result<Json<Value>, ApiError> {
     valid_user(&req.user)?;
+    session.destroy();
     session.insert("user", &req.user)?;
-    session.cycle_id();
     Ok(Json(json!({ "user": req.user, "node": state.node_id })))
 }
 
@@ -267,7 +312,20 @@ async fn add_item(
     }
     user(&session).await?;
     let key = format!("{CART_PREFIX}{}", req.sku);
-    let have = session.get::<u32>(&key).await?.unwrap_or(0);
+    let have = session.get::<u32>(&key).await?;
+    if have.is_none() {
+        let mut lines = 0usize;
+        session
+            .for_each_key(|k| lines += usize::from(k.starts_with(CART_PREFIX)))
+            .await?;
+        if lines >= state.cart_max_lines {
+            return Err(ApiError {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                message: format!("the cart holds at most {} lines", state.cart_max_lines),
+            });
+        }
+    }
+    let have = have.unwrap_or(0);
     session.insert(&key, &have.saturating_add(req.qty).min(MAX_QTY))?;
     cart_json(&state, &session).await
 }

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use backend_instantcopy::InstantCopyNode;
-use session_core::{KeyRing, SessionBackend};
+use session_core::SessionBackend;
 
-use crate::config::{BackendKind, ConfigError, DemoConfig};
+use crate::config::{BackendKind, ConfigError, DemoConfig, Keys};
 
 /// The running backend, plus the instant-copy node handle when there is one (for the status
 /// page's peer list).
@@ -25,16 +25,28 @@ impl std::fmt::Debug for Backend {
     }
 }
 
-/// Starts the backend the configuration names. A backend whose store is unreachable (database
-/// or Redis down) is an error here, so a node never reports ready without its store.
-pub async fn build(config: &DemoConfig, keys: &KeyRing) -> Result<Backend, ConfigError> {
+/// Starts the backend the configuration names, its tokens signed with `keys.tokens` (bound to
+/// the cookie name) and, for instant copy, its peer traffic sealed with `keys.cluster`. A
+/// backend whose store is unreachable (database or Redis down) is an error here, so a node
+/// never reports ready without its store.
+pub async fn build(config: &DemoConfig, all: &Keys) -> Result<Backend, ConfigError> {
+    let keys = &all.tokens;
     let policy = config.policy()?;
     let fail = |what: &str, e: &dyn std::fmt::Display| {
         ConfigError(format!("cannot start the {what} backend: {e}"))
     };
     Ok(match config.backend.kind {
         BackendKind::Instantcopy => {
-            let node = InstantCopyNode::start(config.instantcopy_config(), policy, keys)
+            let ic = config.instantcopy_config();
+            let listener = tokio::net::TcpListener::bind(ic.cluster_addr)
+                .await
+                .map_err(|e| {
+                    ConfigError(format!(
+                        "cannot listen on backend.instantcopy.cluster_addr {}: {e}",
+                        ic.cluster_addr
+                    ))
+                })?;
+            let node = InstantCopyNode::start_with_keys(ic, policy, keys, &all.cluster, listener)
                 .await
                 .map_err(|e| fail("instantcopy", &e))?;
             Backend {

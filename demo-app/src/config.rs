@@ -8,7 +8,12 @@ use std::time::Duration;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
-use session_core::{ExpiryPolicy, KeyRing, Secret, SessionConfig, TokenTransport};
+use session_core::serve::ServeLimits;
+use session_core::{
+    ExpiryPolicy, KeyRing, OriginCheck, SameSite, Secret, SessionConfig, SessionLimits,
+    TokenTransport,
+};
+use zeroize::Zeroizing;
 
 /// The embedded default configuration (one instant-copy node, development mode).
 pub const DEFAULT_TOML: &str = include_str!("../default.toml");
@@ -77,6 +82,35 @@ pub struct SessionSettings {
     pub absolute_timeout: Duration,
     /// Fraction of the idle window after which a read refreshes the deadline.
     pub touch_fraction: f64,
+    /// The cookie's `SameSite` attribute: `strict`, `lax` or `none` (`none` needs `Secure`).
+    pub same_site: SameSiteSetting,
+    /// The cookie's `Domain` attribute (none: host-only, the safer default; a `__Host-` cookie
+    /// must not have one).
+    pub domain: Option<String>,
+    /// `true`: the cookie's `Max-Age` follows the session's expiry; `false`: a browser-session
+    /// cookie without `Max-Age`.
+    pub persistent: bool,
+    /// Most bytes of keys and values one session may hold (413 above).
+    pub max_bytes: usize,
+    /// Most keys one session may hold (413 above).
+    pub max_keys: usize,
+    /// Refuse cross-site `POST`/`PUT`/`PATCH`/`DELETE` (by `Sec-Fetch-Site`, else `Origin`).
+    pub origin_check: bool,
+    /// Other origins (`https://host[:port]`) allowed through the origin check.
+    pub allowed_origins: Vec<String>,
+}
+
+/// The `SameSite` attribute as configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SameSiteSetting {
+    /// Never sent on cross-site requests.
+    Strict,
+    /// Sent on top-level cross-site navigations only (the default).
+    #[default]
+    Lax,
+    /// Always sent (needs `Secure`).
+    None,
 }
 
 impl Default for SessionSettings {
@@ -88,6 +122,75 @@ impl Default for SessionSettings {
             idle_timeout: Duration::from_secs(30 * 60),
             absolute_timeout: Duration::from_secs(8 * 3600),
             touch_fraction: 0.25,
+            same_site: SameSiteSetting::Lax,
+            domain: None,
+            persistent: true,
+            max_bytes: SessionLimits::default().max_bytes,
+            max_keys: SessionLimits::default().max_keys,
+            origin_check: true,
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+/// Resource bounds of the app listener (see `session_core::serve`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// Longest wait for a complete request head, also between requests on a kept-alive
+    /// connection.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Longest time one request may take, body included (408 after it).
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// A connection with no byte read or written for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Most open connections; beyond it new ones wait in the kernel's backlog.
+    pub max_connections: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        let l = ServeLimits::default();
+        HttpSettings {
+            header_read_timeout: l.header_read_timeout,
+            request_timeout: l.request_timeout,
+            idle_timeout: l.idle_timeout,
+            max_connections: l.max_connections,
+        }
+    }
+}
+
+impl HttpSettings {
+    /// The limits for `session_core::serve`.
+    pub fn limits(&self) -> ServeLimits {
+        ServeLimits {
+            header_read_timeout: self.header_read_timeout,
+            request_timeout: self.request_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections,
+        }
+    }
+}
+
+/// Where the operator routes (`/`, `/status.json`, `/metrics`) are served.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSettings {
+    /// Serve them at all.
+    pub enabled: bool,
+    /// A separate listener for them (for example a loopback or private address); none: on the
+    /// app port.
+    pub addr: Option<SocketAddr>,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        AdminSettings {
+            enabled: true,
+            addr: None,
         }
     }
 }
@@ -132,6 +235,19 @@ pub struct DemoConfig {
     /// Largest accepted request body.
     #[serde(default = "default_body_limit")]
     pub max_body_bytes: usize,
+    /// Most cart lines one session may hold (413 above).
+    #[serde(default = "default_cart_lines")]
+    pub cart_max_lines: usize,
+    /// Outside dev mode, a store (PostgreSQL, Redis) on a non-loopback address without TLS is
+    /// refused at startup; `true` accepts it with a loud warning (a private network you trust).
+    #[serde(default)]
+    pub allow_plaintext_store: bool,
+    /// Resource bounds of the app listener.
+    #[serde(default)]
+    pub http: HttpSettings,
+    /// The operator routes.
+    #[serde(default)]
+    pub admin: AdminSettings,
     /// Session layer and expiry.
     #[serde(default)]
     pub session: SessionSettings,
@@ -151,6 +267,9 @@ fn default_log() -> String {
 }
 fn default_body_limit() -> usize {
     16 * 1024
+}
+fn default_cart_lines() -> usize {
+    100
 }
 
 /// A configuration problem: one message naming the key and what is wrong.
@@ -238,6 +357,54 @@ impl DemoConfig {
                 "invalid configuration at `max_body_bytes`: at least 1024".into(),
             ));
         }
+        if self.cart_max_lines == 0 {
+            return Err(ConfigError(
+                "invalid configuration at `cart_max_lines`: at least 1".into(),
+            ));
+        }
+        self.http.limits().validate().map_err(|e| {
+            ConfigError(format!(
+                "invalid configuration at `http.{}`: {}",
+                e.field, e.problem
+            ))
+        })?;
+        self.layer_config()
+            .validate()
+            .map_err(|e| ConfigError(format!("invalid configuration at `session`: {e}")))?;
+        if self.admin.addr == Some(self.app_addr) {
+            return Err(ConfigError(
+                "invalid configuration at `admin.addr`: must differ from `app_addr`".into(),
+            ));
+        }
+        if self.dev {
+            let mut addrs = vec![("app_addr", self.app_addr)];
+            if let Some(a) = self.admin.addr {
+                addrs.push(("admin.addr", a));
+            }
+            if self.backend.kind == BackendKind::Instantcopy {
+                addrs.push((
+                    "backend.instantcopy.cluster_addr",
+                    self.backend.instantcopy.cluster_addr,
+                ));
+            }
+            for (key, addr) in addrs {
+                if !addr.ip().is_loopback() {
+                    return Err(ConfigError(format!(
+                        "invalid configuration at `{key}`: development mode (`dev = true`: a \
+                         random secret, cookies without Secure) only listens on loopback, not \
+                         {addr}; set `dev = false` and a SESSION_SECRET to serve a network"
+                    )));
+                }
+            }
+        } else if !self.allow_plaintext_store
+            && let Some(store) = self.plaintext_store()
+        {
+            return Err(ConfigError(format!(
+                "invalid configuration at `backend.{}`: {store}; use TLS (`sslmode=verify-full` \
+                 / `rediss://`) or set `allow_plaintext_store = true` to accept it",
+                self.backend.kind.as_str()
+            )));
+        }
         match self.backend.kind {
             BackendKind::Instantcopy => {
                 let ic = self.instantcopy_config();
@@ -295,31 +462,172 @@ impl DemoConfig {
 
     /// The session layer configuration.
     pub fn layer_config(&self) -> SessionConfig {
+        let s = &self.session;
         SessionConfig::default()
-            .with_cookie_name(self.session.cookie_name.clone())
-            .with_secure(self.session.secure.unwrap_or(!self.dev))
-            .with_transport(if self.session.header {
+            .with_cookie_name(s.cookie_name.clone())
+            .with_secure(s.secure.unwrap_or(!self.dev))
+            .with_transport(if s.header {
                 TokenTransport::CookieOrHeader
             } else {
                 TokenTransport::Cookie
             })
+            .with_same_site(match s.same_site {
+                SameSiteSetting::Strict => SameSite::Strict,
+                SameSiteSetting::Lax => SameSite::Lax,
+                SameSiteSetting::None => SameSite::None,
+            })
+            .with_domain(s.domain.clone())
+            .with_persistent(s.persistent)
+            .with_limits(SessionLimits {
+                max_bytes: s.max_bytes,
+                max_keys: s.max_keys,
+            })
+            .with_origin_check(s.origin_check.then(|| OriginCheck {
+                allowed_origins: s.allowed_origins.clone(),
+                allow_same_site: false,
+            }))
     }
+
+    /// The chosen backend's store when it is reached over the network without TLS: a
+    /// non-loopback PostgreSQL URL whose `sslmode` is not `require`, `verify-ca` or
+    /// `verify-full` (the default `prefer` falls back to plaintext silently), or a non-loopback
+    /// `redis://` URL. `None` when TLS is on, the store is local, or there is no store.
+    pub fn plaintext_store(&self) -> Option<String> {
+        match self.backend.kind {
+            BackendKind::Sql => {
+                let url = self.backend.sql.url.as_str();
+                if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+                    return None;
+                }
+                let tls = query_param(url, "sslmode")
+                    .is_some_and(|m| matches!(m, "require" | "verify-ca" | "verify-full"));
+                let host = url_host(url);
+                (!tls && !is_local_host(&host)).then(|| {
+                    format!("PostgreSQL at {host} is reached without TLS (sslmode is not require/verify-ca/verify-full)")
+                })
+            }
+            BackendKind::Redis => {
+                let r = &self.backend.redis;
+                let urls: Vec<&str> = match &r.url {
+                    Some(u) => vec![u.as_str()],
+                    None if r.cluster_nodes.is_empty() => vec![backend_redis::DEFAULT_URL],
+                    None => r.cluster_nodes.iter().map(String::as_str).collect(),
+                };
+                urls.into_iter().find_map(|u| {
+                    let host = url_host(u);
+                    (u.starts_with("redis://") && !is_local_host(&host))
+                        .then(|| format!("Redis at {host} is reached without TLS (redis://)"))
+                })
+            }
+            BackendKind::Instantcopy | BackendKind::Cookie => None,
+        }
+    }
+}
+
+/// The host of a `scheme://[user[:password]@]host[:port]/...` URL (brackets kept for IPv6).
+fn url_host(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if let Some(end) = host_port.find(']') {
+        return host_port[..=end].to_owned();
+    }
+    host_port.split(':').next().unwrap_or("").to_owned()
+}
+
+/// True for loopback hosts, and for an empty host or a socket path (a local Unix socket).
+fn is_local_host(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h.is_empty()
+        || h.starts_with('/')
+        || h.starts_with("%2F")
+        || h.eq_ignore_ascii_case("localhost")
+        || h.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The value of query parameter `name` in `url`, if present.
+fn query_param<'u>(url: &'u str, name: &str) -> Option<&'u str> {
+    let query = url.split_once('?')?.1;
+    let query = query.split('#').next().unwrap_or(query);
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == name).then_some(v)
+    })
 }
 
 /// Where the secrets came from (for the startup log line; never the secrets themselves).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SecretSource {
-    /// `SESSION_SECRET`.
+    /// Environment variables (`SESSION_SECRET` and its `_PREVIOUS`/`_NEXT`, or `CLUSTER_SECRET`
+    /// and its).
     Env,
     /// A file.
     File(PathBuf),
     /// Generated at startup (dev mode only).
     Generated,
+    /// The cluster channel's keys derived (HKDF) from the session secrets.
+    Derived,
 }
 
-/// Reads the session secrets: `SESSION_SECRET` (comma-separated, first signs), else
-/// `SESSION_SECRET_FILE` or `secret_file` (one per line, `#` comments). Without any, dev mode
-/// generates one and any other mode refuses to start.
+/// Every key the node uses, each ring signing with its first key and verifying with all.
+#[derive(Debug)]
+pub struct Keys {
+    /// The root session ring as configured (before any derivation).
+    pub session: KeyRing,
+    /// Signs and verifies the clients' tokens: the session ring bound to the cookie name.
+    pub tokens: KeyRing,
+    /// Seals and opens peer traffic (instant copy): `CLUSTER_SECRET` when set, else derived
+    /// from the session secrets.
+    pub cluster: KeyRing,
+    /// Where the session secrets came from.
+    pub source: SecretSource,
+    /// Where the cluster secrets came from.
+    pub cluster_source: SecretSource,
+}
+
+impl Keys {
+    /// Builds the rings from a session ring and an optional cluster ring.
+    pub fn new(
+        config: &DemoConfig,
+        session: (KeyRing, SecretSource),
+        cluster: Option<(KeyRing, SecretSource)>,
+    ) -> Self {
+        let tokens = session.0.for_application(&config.session.cookie_name);
+        let (cluster, cluster_source) =
+            cluster.unwrap_or_else(|| (session.0.derive("cluster/v1"), SecretSource::Derived));
+        Keys {
+            session: session.0,
+            tokens,
+            cluster,
+            source: session.1,
+            cluster_source,
+        }
+    }
+}
+
+/// Reads every key: [`load_secrets`] for the session ring, and `CLUSTER_SECRET` (with
+/// `CLUSTER_SECRET_PREVIOUS` / `CLUSTER_SECRET_NEXT`) or `CLUSTER_SECRET_FILE` for the
+/// cluster ring, derived from the session ring when neither is set.
+pub fn load_keys(config: &DemoConfig) -> Result<Keys, ConfigError> {
+    load_keys_with(config, |k| std::env::var(k).ok())
+}
+
+/// [`load_keys`] with an explicit environment lookup (for tests).
+pub fn load_keys_with(
+    config: &DemoConfig,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Keys, ConfigError> {
+    let session = load_secrets_with(config, &env)?;
+    let cluster = load_ring(&env, "CLUSTER_SECRET", None)?;
+    Ok(Keys::new(config, session, cluster))
+}
+
+/// Reads the session secrets: `SESSION_SECRET` (the signing key; several comma-separated for
+/// compatibility, the first signs) plus the verify-only keys of `SESSION_SECRET_PREVIOUS` and
+/// `SESSION_SECRET_NEXT` (comma-separated), else `SESSION_SECRET_FILE` or `secret_file` (a key
+/// ring file, see [`parse_ring_file`]). Every secret is hex or base64 of 32+ bytes. Without
+/// any, dev mode generates one and any other mode refuses to start.
 pub fn load_secrets(config: &DemoConfig) -> Result<(KeyRing, SecretSource), ConfigError> {
     load_secrets_with(config, |k| std::env::var(k).ok())
 }
@@ -329,55 +637,128 @@ pub fn load_secrets_with(
     config: &DemoConfig,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<(KeyRing, SecretSource), ConfigError> {
-    let parse = |items: Vec<String>, source: &str| -> Result<KeyRing, ConfigError> {
-        let secrets = items
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                s.parse::<Secret>()
-                    .map_err(|e| ConfigError(format!("invalid secret #{} in {source}: {e}", i + 1)))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        KeyRing::new(secrets).map_err(|e| ConfigError(format!("{source}: {e}")))
-    };
-    if let Some(v) = env("SESSION_SECRET")
-        && !v.trim().is_empty()
-    {
-        let items = v
-            .split(',')
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty())
-            .collect();
-        return Ok((parse(items, "SESSION_SECRET")?, SecretSource::Env));
-    }
-    let file = env("SESSION_SECRET_FILE")
-        .filter(|s| !s.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| config.secret_file.clone());
-    if let Some(path) = file {
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            ConfigError(format!(
-                "cannot read the secret file {}: {e}",
-                path.display()
-            ))
-        })?;
-        let items = text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(str::to_owned)
-            .collect();
-        let ring = parse(items, &path.display().to_string())?;
-        return Ok((ring, SecretSource::File(path)));
+    if let Some(found) = load_ring(&env, "SESSION_SECRET", config.secret_file.clone())? {
+        return Ok(found);
     }
     if config.dev {
         return Ok((KeyRing::generate(), SecretSource::Generated));
     }
     Err(ConfigError(
-        "no session secret: set SESSION_SECRET (32+ random bytes, comma-separated for rotation) or \
-         SESSION_SECRET_FILE, or run a development setup with `dev = true`"
+        "no session secret: set SESSION_SECRET (32+ random bytes as hex or base64, e.g. \
+         `openssl rand -hex 32`) or SESSION_SECRET_FILE, or run a development setup with \
+         `dev = true`"
             .into(),
     ))
+}
+
+/// One ring from `<VAR>` (+ `<VAR>_PREVIOUS`, `<VAR>_NEXT`) or `<VAR>_FILE` / `file`.
+fn load_ring(
+    env: &impl Fn(&str) -> Option<String>,
+    var: &str,
+    file: Option<PathBuf>,
+) -> Result<Option<(KeyRing, SecretSource)>, ConfigError> {
+    let list = |name: &str| -> Zeroizing<Vec<String>> {
+        let v = Zeroizing::new(env(name).unwrap_or_default());
+        Zeroizing::new(
+            v.split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect(),
+        )
+    };
+    let signing = list(var);
+    if !signing.is_empty() {
+        let mut secrets = Vec::new();
+        for (name, items) in [
+            (var.to_owned(), signing),
+            (format!("{var}_PREVIOUS"), list(&format!("{var}_PREVIOUS"))),
+            (format!("{var}_NEXT"), list(&format!("{var}_NEXT"))),
+        ] {
+            for (i, s) in items.iter().enumerate() {
+                secrets.push(s.parse::<Secret>().map_err(|e| {
+                    ConfigError(format!("invalid secret #{} in {name}: {e}", i + 1))
+                })?);
+            }
+        }
+        let ring = KeyRing::new(secrets).map_err(|e| ConfigError(format!("{var}: {e}")))?;
+        return Ok(Some((ring, SecretSource::Env)));
+    }
+    let file = env(&format!("{var}_FILE"))
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+        .or(file);
+    let Some(path) = file else {
+        return Ok(None);
+    };
+    let text = Zeroizing::new(std::fs::read_to_string(&path).map_err(|e| {
+        ConfigError(format!(
+            "cannot read the secret file {}: {e}",
+            path.display()
+        ))
+    })?);
+    let ring =
+        parse_ring_file(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+    Ok(Some((ring, SecretSource::File(path))))
+}
+
+/// Parses a key ring file: one secret per line (hex or base64), `#` comments and blank lines
+/// ignored. A line may start with a role: `sign <secret>` (exactly one such line, the signing
+/// key) or `verify <secret>` (verify-only). A file without roles keeps the old rule: the first
+/// secret signs, the rest verify.
+///
+/// ```
+/// let a = "11".repeat(16) + &"22".repeat(16);
+/// let b = "33".repeat(16) + &"44".repeat(16);
+/// let ring = demo_app::config::parse_ring_file(&format!("verify {b}\nsign {a}\n")).unwrap();
+/// assert_eq!(ring.len(), 2);
+/// assert!(demo_app::config::parse_ring_file(&format!("verify {b}\n")).is_err());
+/// ```
+pub fn parse_ring_file(text: &str) -> Result<KeyRing, String> {
+    let mut signing: Vec<Secret> = Vec::new();
+    let mut verify: Vec<Secret> = Vec::new();
+    let mut roles = false;
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (role, value) = match line.split_once(char::is_whitespace) {
+            Some(("sign", v)) => (Some(true), v.trim()),
+            Some(("verify", v)) => (Some(false), v.trim()),
+            _ => (None, line),
+        };
+        let secret = value
+            .parse::<Secret>()
+            .map_err(|e| format!("line {}: {e}", n + 1))?;
+        match role {
+            Some(true) => {
+                roles = true;
+                signing.push(secret);
+            }
+            Some(false) => {
+                roles = true;
+                verify.push(secret);
+            }
+            None if roles => {
+                return Err(format!(
+                    "line {}: give every secret a role (sign or verify) once one has one",
+                    n + 1
+                ));
+            }
+            None if signing.is_empty() => signing.push(secret),
+            None => verify.push(secret),
+        }
+    }
+    if roles && signing.len() != 1 {
+        return Err(format!(
+            "exactly one `sign` key is needed, found {}",
+            signing.len()
+        ));
+    }
+    if signing.is_empty() {
+        return Err("no secret in the file".into());
+    }
+    KeyRing::new(signing.into_iter().chain(verify)).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -424,9 +805,11 @@ mod tests {
         assert!(c.layer_config().secure, "Secure cookies outside dev mode");
         let e = load_secrets_with(&c, |_| None).unwrap_err().to_string();
         assert!(e.contains("SESSION_SECRET"), "{e}");
-        let good = "a-secret-that-is-long-enough-to-use-here-0123456789";
+        let good = "5ec2e7a1".repeat(9);
+        let good = good.as_str();
+        let old = "01d5ec2e".repeat(9);
         let (ring, src) = load_secrets_with(&c, |k| {
-            (k == "SESSION_SECRET").then(|| format!("{good},{good}-old"))
+            (k == "SESSION_SECRET").then(|| format!("{good},{old}"))
         })
         .unwrap();
         assert_eq!((ring.len(), src), (2, SecretSource::Env));
@@ -441,5 +824,151 @@ mod tests {
         let (ring, src) =
             load_secrets_with(&c, |k| (k == "SESSION_SECRET_FILE").then(|| p.clone())).unwrap();
         assert_eq!((ring.len(), src), (1, SecretSource::File(path)));
+    }
+
+    #[test]
+    fn verify_only_keys_follow_the_signing_key_and_cluster_keys_are_separate() {
+        let c = DemoConfig::from_toml("dev = false").unwrap();
+        let new = "a1b2c3d4".repeat(8);
+        let old = "0f1e2d3c".repeat(8);
+        let signed_by = |ring: &KeyRing| ring.derive("t").sign(&[b"m"]);
+        // Phase 1: old signs, new verifies.
+        let phase1 = load_keys_with(&c, |k| match k {
+            "SESSION_SECRET" => Some(old.clone()),
+            "SESSION_SECRET_NEXT" => Some(new.clone()),
+            _ => None,
+        })
+        .unwrap();
+        // Phase 2: new signs, old verifies.
+        let phase2 = load_keys_with(&c, |k| match k {
+            "SESSION_SECRET" => Some(new.clone()),
+            "SESSION_SECRET_PREVIOUS" => Some(old.clone()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!((phase1.tokens.len(), phase2.tokens.len()), (2, 2));
+        let t1 = signed_by(&phase1.tokens);
+        let t2 = signed_by(&phase2.tokens);
+        assert_eq!(phase2.tokens.derive("t").verify(&[b"m"], &t1), Some(1));
+        assert_eq!(phase1.tokens.derive("t").verify(&[b"m"], &t2), Some(1));
+        // The cluster ring is derived, never the token ring itself, unless set on its own.
+        assert_eq!(phase1.cluster_source, SecretSource::Derived);
+        assert_eq!(phase1.cluster.derive("t").verify(&[b"m"], &t1), None);
+        let own = load_keys_with(&c, |k| match k {
+            "SESSION_SECRET" => Some(old.clone()),
+            "CLUSTER_SECRET" => Some(new.clone()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(own.cluster_source, SecretSource::Env);
+        assert_ne!(own.cluster.keys(), phase1.cluster.keys());
+        // The token ring is bound to the cookie name.
+        let other_app =
+            DemoConfig::from_toml("dev = false\n[session]\ncookie_name = \"shop\"").unwrap();
+        let other =
+            load_keys_with(&other_app, |k| (k == "SESSION_SECRET").then(|| old.clone())).unwrap();
+        assert_eq!(other.tokens.derive("t").verify(&[b"m"], &t1), None);
+        // Not hex or base64: a clear error naming the variable.
+        let e = load_keys_with(&c, |k| {
+            (k == "SESSION_SECRET_PREVIOUS" || k == "SESSION_SECRET")
+                .then(|| "a passphrase, not a secret!".into())
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("SESSION_SECRET") && e.contains("hex"), "{e}");
+        assert!(!format!("{phase1:?}").contains(&old));
+    }
+
+    #[test]
+    fn ring_files_have_roles() {
+        let a = "11223344".repeat(8);
+        let b = "55667788".repeat(8);
+        assert_eq!(
+            parse_ring_file(&format!("# rotation\nverify {b}\nsign {a}\n"))
+                .unwrap()
+                .len(),
+            2
+        );
+        assert!(parse_ring_file(&format!("sign {a}\nsign {b}\n")).is_err());
+        assert!(parse_ring_file(&format!("sign {a}\n{b}\n")).is_err());
+        assert!(parse_ring_file("").is_err());
+        assert!(parse_ring_file("sign nope").unwrap_err().contains("line 1"));
+    }
+
+    #[test]
+    fn dev_mode_listens_on_loopback_only() {
+        let e = DemoConfig::from_toml("dev = true\napp_addr = \"0.0.0.0:8080\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`app_addr`") && e.contains("loopback"), "{e}");
+        let e = DemoConfig::from_toml(
+            "dev = true\n[backend.instantcopy]\ncluster_addr = \"0.0.0.0:7001\"",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("cluster_addr"), "{e}");
+        let e = DemoConfig::from_toml("dev = true\n[admin]\naddr = \"0.0.0.0:9000\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("admin.addr"), "{e}");
+        assert!(DemoConfig::from_toml("dev = false\napp_addr = \"0.0.0.0:8080\"").is_ok());
+    }
+
+    #[test]
+    fn plaintext_stores_off_loopback_are_refused_outside_dev_mode() {
+        let sql = |url: &str, extra: &str| {
+            DemoConfig::from_toml(&format!(
+                "dev = false\n{extra}\n[backend]\nkind = \"sql\"\n[backend.sql]\nurl = \"{url}\""
+            ))
+        };
+        let e = sql("postgres://app:pw@db.internal:5432/app", "")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("without TLS") && !e.contains("pw"), "{e}");
+        assert!(sql("postgres://app:pw@db.internal:5432/app?sslmode=prefer", "").is_err());
+        assert!(sql("postgres://app@db.internal/app?sslmode=verify-full", "").is_ok());
+        assert!(sql("postgres://postgres@127.0.0.1:5432/postgres", "").is_ok());
+        assert!(sql("postgres://postgres@localhost/postgres", "").is_ok());
+        assert!(
+            sql(
+                "postgres://app@db.internal/app",
+                "allow_plaintext_store = true"
+            )
+            .is_ok()
+        );
+        let redis = |url: &str| {
+            DemoConfig::from_toml(&format!(
+                "dev = false\n[backend]\nkind = \"redis\"\n[backend.redis]\nurl = \"{url}\""
+            ))
+        };
+        assert!(redis("redis://cache.internal:6379").is_err());
+        assert!(redis("rediss://cache.internal:6380").is_ok());
+        assert!(redis("redis://127.0.0.1:6379").is_ok());
+        assert!(redis("redis://[::1]:6379").is_ok());
+    }
+
+    #[test]
+    fn cookie_rules_and_http_limits_are_checked() {
+        let e =
+            DemoConfig::from_toml("dev = false\n[session]\nsame_site = \"none\"\nsecure = false")
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("SameSite=None"), "{e}");
+        let e = DemoConfig::from_toml(
+            "dev = false\n[session]\ncookie_name = \"__Host-sid\"\ndomain = \"example.com\"",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("__Host-"), "{e}");
+        assert!(
+            DemoConfig::from_toml("dev = false\n[session]\ncookie_name = \"__Host-sid\"").is_ok()
+        );
+        let e = DemoConfig::from_toml("[http]\nmax_connections = 0")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`http.max_connections`"), "{e}");
+        let c = DemoConfig::from_toml("[http]\nheader_read_timeout = \"2s\"").unwrap();
+        assert_eq!(c.http.limits().header_read_timeout, Duration::from_secs(2));
+        assert_eq!(c.http.limits().max_connections, 1024);
     }
 }

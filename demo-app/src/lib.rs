@@ -64,52 +64,92 @@ pub async fn serve(
     config: DemoConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<ServeOutcome, ConfigError> {
-    let (keys, source) = config::load_secrets(&config)?;
-    match &source {
+    let keys = config::load_keys(&config)?;
+    match &keys.source {
         SecretSource::Generated => tracing::warn!(
             "DEV MODE: using a random session secret (sessions die with this process and other \
              nodes cannot read them); set SESSION_SECRET for anything real"
         ),
-        SecretSource::Env => {
-            tracing::info!(keys = keys.len(), "session secrets from SESSION_SECRET")
+        SecretSource::Env | SecretSource::Derived => {
+            tracing::info!(
+                keys = keys.session.len(),
+                "session secrets from SESSION_SECRET"
+            )
         }
         SecretSource::File(p) => {
-            tracing::info!(keys = keys.len(), file = %p.display(), "session secrets from file")
+            tracing::info!(keys = keys.session.len(), file = %p.display(), "session secrets from file")
+        }
+    }
+    if config.backend.kind == config::BackendKind::Instantcopy {
+        match &keys.cluster_source {
+            SecretSource::Derived => {
+                tracing::info!(
+                    "cluster secret derived from the session secret (CLUSTER_SECRET unset)"
+                )
+            }
+            _ => tracing::info!(
+                keys = keys.cluster.len(),
+                "cluster secrets set on their own"
+            ),
         }
     }
     if config.dev && !config.layer_config().secure {
         tracing::warn!("DEV MODE: session cookies are sent without `Secure` (plain http)");
     }
+    if !config.dev
+        && let Some(store) = config.plaintext_store()
+    {
+        // validate() refused this unless the operator opted out.
+        tracing::warn!(
+            "INSECURE: {store}; anyone on the network path can read and change sessions \
+             (allow_plaintext_store = true)"
+        );
+    }
     let backend = backends::build(&config, &keys).await?;
-    let (router, state) = app::router(&config, backend.clone());
-    let listener = tokio::net::TcpListener::bind(config.app_addr)
-        .await
-        .map_err(|e| {
-            ConfigError(format!(
-                "cannot listen on app_addr {}: {e}",
-                config.app_addr
-            ))
-        })?;
+    let (router, admin, state) = app::routers(&config, backend.clone());
+    let bind = |addr: std::net::SocketAddr, key: &'static str| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| ConfigError(format!("cannot listen on {key} {addr}: {e}")))
+    };
+    let listener = bind(config.app_addr, "app_addr").await?;
     let addr = listener
         .local_addr()
         .map_err(|e| ConfigError(format!("app listener: {e}")))?;
+    let (router, admin) = match (admin, config.admin.addr) {
+        (Some(admin), None) => (router.merge(admin), None),
+        (Some(admin), Some(a)) => (router, Some((bind(a, "admin.addr").await?, admin))),
+        (None, _) => (router, None),
+    };
     tracing::info!(
         node = config.node_id,
         backend = config.backend.kind.as_str(),
         %addr,
+        admin = ?admin.as_ref().and_then(|(l, _)| l.local_addr().ok()),
         "demo node listening"
     );
     let sampler = tokio::spawn(sample_loop(state.clone()));
-    // The listener stays open through the drain, answering 503 + Retry-After, so nothing that
-    // reaches this node during a shutdown is dropped; it closes once the backend is done.
-    let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = drained_rx.await;
-            })
-            .into_future(),
-    );
+    // The listeners stay open through the drain, answering 503 + Retry-After, so nothing that
+    // reaches this node during a shutdown is dropped; they close once the backend is done.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let limits = config.http.limits();
+    let admin_task = admin.map(|(listener, admin)| {
+        tokio::spawn(session_core::serve::serve(
+            listener,
+            admin,
+            limits,
+            stopped(stop_rx.clone()),
+        ))
+    });
+    let server = tokio::spawn(session_core::serve::serve(
+        listener,
+        router,
+        limits,
+        stopped(stop_rx.clone()),
+    ));
     shutdown.await;
     state.drain.begin();
     tracing::info!("shutting down: new requests get 503; finishing those in flight");
@@ -135,8 +175,11 @@ pub async fn serve(
             backend.session.shutdown().await;
         }
     }
-    let _ = drained_tx.send(());
+    let _ = stop_tx.send(true);
     sampler.abort();
+    if let Some(t) = admin_task {
+        let _ = t.await;
+    }
     match server.await {
         Ok(r) => r.map_err(|e| ConfigError(format!("server error: {e}")))?,
         Err(e) => return Err(ConfigError(format!("server task failed: {e}"))),

@@ -3,9 +3,11 @@
 
 use std::fmt;
 
+use base64::Engine as _;
 use hkdf::Hkdf;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
+use zeroize::Zeroize;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -24,23 +26,74 @@ pub enum KeyError {
     /// The key ring has no key.
     #[error("a key ring needs at least one secret")]
     Empty,
+    /// A configured secret is neither hex nor base64.
+    #[error(
+        "a secret must be at least 32 random bytes given as hex (64+ hex digits) or base64 (43+ \
+         characters), for example the output of `openssl rand -hex 32`"
+    )]
+    NotEncoded,
 }
 
-/// A configured secret (cluster secret, cookie key). Its `Debug` never prints the bytes.
+/// A configured secret (cluster secret, cookie key). Its `Debug` never prints the bytes, and
+/// its bytes are overwritten with zeros when it is dropped.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(Box<[u8]>);
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
 
 impl Secret {
     /// Wraps secret bytes, refusing short or degenerate ones.
     pub fn new(bytes: impl Into<Vec<u8>>) -> Result<Self, KeyError> {
-        let bytes: Vec<u8> = bytes.into();
+        let mut bytes: Vec<u8> = bytes.into();
         if bytes.len() < MIN_SECRET_LEN {
-            return Err(KeyError::TooShort(bytes.len()));
+            let n = bytes.len();
+            bytes.zeroize();
+            return Err(KeyError::TooShort(n));
         }
         if bytes.iter().all(|b| *b == bytes[0]) {
+            bytes.zeroize();
             return Err(KeyError::Degenerate);
         }
         Ok(Secret(bytes.into_boxed_slice()))
+    }
+
+    /// Decodes a configured secret: hex (an even number of hex digits) or base64 (standard or
+    /// URL-safe, padded or not), at least [`MIN_SECRET_LEN`] bytes once decoded. A passphrase
+    /// or any other text is refused with [`KeyError::NotEncoded`]: a secret is random bytes.
+    ///
+    /// ```
+    /// use session_core::{KeyError, Secret};
+    /// let hex = "9f".repeat(16) + &"3c".repeat(16);
+    /// assert_eq!(Secret::from_encoded(&hex).unwrap().expose().len(), 32);
+    /// assert!(Secret::from_encoded("n0t3v3nB4se64!?n0t3v3nB4se64!?n0t3v3nB4se64!?").is_err());
+    /// assert_eq!(Secret::from_encoded("abcd"), Err(KeyError::TooShort(2)));
+    /// ```
+    pub fn from_encoded(text: &str) -> Result<Self, KeyError> {
+        use base64::engine::general_purpose::{
+            STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD,
+        };
+        let text = text.trim();
+        if text.len() % 2 == 0 && !text.is_empty() && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let bytes: Vec<u8> = text
+                .as_bytes()
+                .chunks(2)
+                .map(|p| {
+                    let d = |c: u8| (c as char).to_digit(16).unwrap_or(0) as u8;
+                    d(p[0]) << 4 | d(p[1])
+                })
+                .collect();
+            return Secret::new(bytes);
+        }
+        for engine in [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD] {
+            if let Ok(bytes) = engine.decode(text) {
+                return Secret::new(bytes);
+            }
+        }
+        Err(KeyError::NotEncoded)
     }
 
     /// A fresh random 32-byte secret (for tests and single-process development only: other
@@ -59,8 +112,9 @@ impl Secret {
 
 impl std::str::FromStr for Secret {
     type Err = KeyError;
+    /// [`Secret::from_encoded`]: hex or base64 of 32+ bytes.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Secret::new(s.trim().as_bytes().to_vec())
+        Secret::from_encoded(s)
     }
 }
 
@@ -76,8 +130,12 @@ impl fmt::Debug for Secret {
 /// one cluster secret can safely key several protocols (session tokens, peer requests, cookie
 /// sealing) without a tag from one ever being valid in another.
 ///
-/// Rotation: put the new secret first and keep the old one second until every token signed with
-/// it has expired, then drop it.
+/// Rotation across a cluster is two-phase, so no node ever sees a token or peer message signed
+/// with a key it does not know: (1) add the new secret as a verify-only key (after the signing
+/// one) on every node; (2) make it the signing key (first), keeping the old one verify-only;
+/// (3) once the longest session lifetime has passed, drop the old one.
+///
+/// The key bytes are zeroed when the ring is dropped.
 ///
 /// ```
 /// use session_core::{KeyRing, Secret};
@@ -157,6 +215,13 @@ impl KeyRing {
         KeyRing::from_keys(keys)
     }
 
+    /// The ring bound to one application (HKDF info `session-sync/app/<name>`, for example the
+    /// cookie name): two applications that share a secret, and even a store, then never accept
+    /// each other's tokens.
+    pub fn for_application(&self, name: &str) -> KeyRing {
+        self.derive(&format!("app/{name}"))
+    }
+
     /// Number of keys in the ring.
     pub fn len(&self) -> usize {
         self.keys.len()
@@ -203,6 +268,14 @@ impl KeyRing {
     }
 }
 
+impl Drop for KeyRing {
+    fn drop(&mut self) {
+        for k in &mut self.keys {
+            k.zeroize();
+        }
+    }
+}
+
 impl fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "KeyRing({} keys, redacted)", self.keys.len())
@@ -223,6 +296,51 @@ mod tests {
         assert_eq!(Secret::new(vec![0u8; 64]), Err(KeyError::Degenerate));
         assert!(KeyRing::new(Vec::<Secret>::new()).is_err());
         assert!(!format!("{:?}", secret("0123456789abcdef0123456789abcdef")).contains("0123"));
+    }
+
+    #[test]
+    fn secrets_are_hex_or_base64_of_32_bytes() {
+        let raw: Vec<u8> = (1..=40).collect();
+        let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&raw);
+        let b64url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&raw);
+        for text in [
+            &hex,
+            &hex.to_uppercase(),
+            &b64,
+            &b64url,
+            &format!(" {hex}\n"),
+        ] {
+            assert_eq!(
+                Secret::from_encoded(text).unwrap().expose(),
+                &raw[..],
+                "{text}"
+            );
+        }
+        assert_eq!(
+            Secret::from_encoded(&hex[..62]),
+            Err(KeyError::TooShort(31))
+        );
+        assert_eq!(
+            Secret::from_encoded("correct horse battery staple, a long passphrase!"),
+            Err(KeyError::NotEncoded)
+        );
+        assert_eq!(
+            Secret::from_encoded(&"00".repeat(32)),
+            Err(KeyError::Degenerate)
+        );
+        let e = "not a secret".parse::<Secret>().unwrap_err().to_string();
+        assert!(e.contains("hex") && e.contains("base64"), "{e}");
+    }
+
+    #[test]
+    fn applications_sharing_a_secret_do_not_share_tokens() {
+        let ring = KeyRing::new([secret("0123456789abcdef0123456789abcdef")]).unwrap();
+        let a = ring.for_application("sid").derive("token/v1");
+        let b = ring.for_application("shop_sid").derive("token/v1");
+        let tag = a.sign(&[b"id"]);
+        assert_eq!(a.verify(&[b"id"], &tag), Some(0));
+        assert_eq!(b.verify(&[b"id"], &tag), None);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use tower_service::Service;
 use crate::backend::SessionBackend;
 use crate::error::SessionError;
 use crate::record::now_millis;
-use crate::session::{Commit, Session};
+use crate::session::{Commit, Session, SessionLimits};
 
 /// Where the client carries its token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -34,16 +34,96 @@ pub enum TokenTransport {
     CookieOrHeader,
 }
 
+/// Most bytes a browser keeps of one cookie, counted as RFC 6265 counts them: name, value and
+/// attributes together (the whole `Set-Cookie` value). A cookie over it is refused with
+/// [`SessionError::TooLarge`] instead of being sent for the browser to drop silently.
+pub const MAX_SET_COOKIE_LEN: usize = 4096;
+
+/// The opt-in cross-site request check for state-changing methods (`POST`, `PUT`, `PATCH`,
+/// `DELETE`): a request a browser marks as cross-site is refused with `403` before the handler
+/// runs and before the session is loaded.
+///
+/// * `Sec-Fetch-Site` (sent by every current browser) must be `same-origin` or `none` (the
+///   user typed the URL or used a bookmark); `same-site` passes only with
+///   [`allow_same_site`](OriginCheck::allow_same_site).
+/// * Without it, an `Origin` header must name the request's own host (its `Host` header) or one
+///   of [`allowed_origins`](OriginCheck::allowed_origins); `Origin: null` is refused.
+/// * A request with neither header is not from a browser form or script (curl, a mobile app, a
+///   server-side client) and passes.
+///
+/// This complements `SameSite` cookies (which a same-site but cross-origin page, or an old
+/// browser, does not stop) and a JSON-only API (which a `text/plain` form post does not reach).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OriginCheck {
+    /// Other origins allowed to send state-changing requests, as `scheme://host[:port]`
+    /// (for example a separate front-end's origin).
+    pub allowed_origins: Vec<String>,
+    /// Accept `Sec-Fetch-Site: same-site` (a sibling subdomain) too.
+    pub allow_same_site: bool,
+}
+
+impl OriginCheck {
+    /// True when the request may go on.
+    fn allows(&self, method: &http::Method, headers: &http::HeaderMap) -> bool {
+        use http::Method;
+        if matches!(
+            *method,
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+        ) {
+            return true;
+        }
+        if let Some(site) = headers.get("sec-fetch-site") {
+            return match site.as_bytes() {
+                b"same-origin" | b"none" => true,
+                b"same-site" => self.allow_same_site,
+                _ => false,
+            };
+        }
+        let Some(origin) = headers.get(http::header::ORIGIN) else {
+            return true;
+        };
+        let Ok(origin) = origin.to_str() else {
+            return false;
+        };
+        if self.allowed_origins.iter().any(|o| o == origin) {
+            return true;
+        }
+        // Same origin as the request: the origin's authority equals the Host header.
+        let authority = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"));
+        match (authority, headers.get(http::header::HOST)) {
+            (Some(a), Some(host)) => host.as_bytes().eq_ignore_ascii_case(a.as_bytes()),
+            _ => false,
+        }
+    }
+}
+
+/// A [`SessionConfig`] that breaks a cookie rule browsers enforce (they would drop the cookie,
+/// or send it where it should not go).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid session cookie configuration: {0}")]
+pub struct CookieConfigError(pub String);
+
 /// How the layer reads and writes the token.
 ///
 /// Defaults: cookie `sid`, `HttpOnly`, `Secure`, `SameSite=Lax`, `Path=/`, `Max-Age` following the
-/// session's expiry, header `x-session-token` accepted too.
+/// session's expiry, header `x-session-token` accepted too, sessions capped at 64 KiB and
+/// 1,000 keys, no origin check.
+///
+/// **Recommended in production**: the cookie name `__Host-sid`. Browsers then accept the cookie
+/// only with `Secure`, `Path=/` and no `Domain`, so neither a sibling subdomain nor a plain-http
+/// page can set or overwrite it (cookie tossing); [`validate`](SessionConfig::validate) checks
+/// those rules.
 ///
 /// ```
 /// use session_core::SessionConfig;
 /// // Plain-http local development: the only default worth turning off.
 /// let config = SessionConfig::default().with_secure(false).with_cookie_name("app_sid");
 /// assert_eq!(config.cookie_name, "app_sid");
+/// // Production: the `__Host-` prefix.
+/// assert!(SessionConfig::default().with_cookie_name("__Host-sid").validate().is_ok());
+/// assert!(SessionConfig::default().with_cookie_name("__Host-sid").with_secure(false).validate().is_err());
 /// ```
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -64,6 +144,10 @@ pub struct SessionConfig {
     /// Give the cookie a `Max-Age` matching the session's expiry (otherwise it is a browser
     /// session cookie; the server-side deadlines apply either way).
     pub persistent: bool,
+    /// Caps on the session's size and key count (64 KiB / 1,000 keys by default).
+    pub limits: SessionLimits,
+    /// Refuse cross-site state-changing requests (off by default; see [`OriginCheck`]).
+    pub origin_check: Option<OriginCheck>,
 }
 
 impl Default for SessionConfig {
@@ -77,6 +161,8 @@ impl Default for SessionConfig {
             path: "/".into(),
             domain: None,
             persistent: true,
+            limits: SessionLimits::default(),
+            origin_check: None,
         }
     }
 }
@@ -98,6 +184,112 @@ impl SessionConfig {
     pub fn with_transport(mut self, transport: TokenTransport) -> Self {
         self.transport = transport;
         self
+    }
+
+    /// Sets the `SameSite` attribute (`None` needs `Secure`: see [`validate`](Self::validate)).
+    pub fn with_same_site(mut self, same_site: SameSite) -> Self {
+        self.same_site = same_site;
+        self
+    }
+
+    /// Sets the `Domain` attribute (`None`: host-only, the safer default).
+    pub fn with_domain(mut self, domain: Option<String>) -> Self {
+        self.domain = domain;
+        self
+    }
+
+    /// `true`: `Max-Age` follows the session's expiry; `false`: a browser-session cookie
+    /// (no `Max-Age`, gone when the browser closes).
+    pub fn with_persistent(mut self, persistent: bool) -> Self {
+        self.persistent = persistent;
+        self
+    }
+
+    /// Sets the caps on session size and key count.
+    pub fn with_limits(mut self, limits: SessionLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Turns the cross-site request check on (`Some`) or off.
+    pub fn with_origin_check(mut self, check: Option<OriginCheck>) -> Self {
+        self.origin_check = check;
+        self
+    }
+
+    /// Checks the cookie rules browsers enforce, so a misconfiguration fails at startup
+    /// instead of as a cookie the browser silently drops:
+    ///
+    /// * the name is a valid cookie name (an HTTP token: letters, digits and
+    ///   ``!#$%&'*+-.^_`|~``);
+    /// * `SameSite=None` requires `Secure`;
+    /// * a `__Secure-` name requires `Secure`; a `__Host-` name requires `Secure`, `Path=/`
+    ///   and no `Domain`;
+    /// * the path starts with `/`, the domain (if any) is a plain host name, and neither holds
+    ///   `;`, control characters or spaces;
+    /// * the size caps are non-zero.
+    pub fn validate(&self) -> Result<(), CookieConfigError> {
+        let bad = |m: String| Err(CookieConfigError(m));
+        let name = &self.cookie_name;
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        {
+            return bad(format!("{name:?} is not a valid cookie name"));
+        }
+        if self.same_site == SameSite::None && !self.secure {
+            return bad(
+                "SameSite=None requires Secure (browsers drop the cookie otherwise)".into(),
+            );
+        }
+        let lower = name.to_ascii_lowercase();
+        if lower.starts_with("__secure-") && !self.secure {
+            return bad(format!(
+                "the cookie {name:?} (prefix __Secure-) requires Secure"
+            ));
+        }
+        if lower.starts_with("__host-") {
+            if !self.secure {
+                return bad(format!(
+                    "the cookie {name:?} (prefix __Host-) requires Secure"
+                ));
+            }
+            if self.path != "/" {
+                return bad(format!(
+                    "the cookie {name:?} (prefix __Host-) requires Path=/"
+                ));
+            }
+            if self.domain.is_some() {
+                return bad(format!(
+                    "the cookie {name:?} (prefix __Host-) must not set Domain"
+                ));
+            }
+        }
+        let unsafe_char = |v: &str| {
+            v.bytes()
+                .any(|b| b == b';' || b == b',' || b <= b' ' || b == 0x7f)
+        };
+        if !self.path.starts_with('/') || unsafe_char(&self.path) {
+            return bad(format!(
+                "path {:?} must start with / and hold no ; , space or control characters",
+                self.path
+            ));
+        }
+        if let Some(d) = &self.domain {
+            let d = d.strip_prefix('.').unwrap_or(d);
+            if d.is_empty()
+                || !d
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            {
+                return bad(format!("domain {d:?} is not a host name"));
+            }
+        }
+        if self.limits.max_bytes == 0 || self.limits.max_keys == 0 {
+            return bad("the session size caps must be greater than zero".into());
+        }
+        Ok(())
     }
 
     fn uses_cookie(&self) -> bool {
@@ -198,7 +390,23 @@ impl SessionConfig {
     }
 
     /// Writes a commit's outcome into response headers.
-    pub fn apply_commit(&self, commit: &Commit, via_header: bool, headers: &mut http::HeaderMap) {
+    ///
+    /// A response that issues or clears a token also gets `Cache-Control: no-store`, so no
+    /// shared cache keeps (and hands another user) a response carrying someone's token.
+    /// Fails, writing nothing, when the `Set-Cookie` value would pass
+    /// [`MAX_SET_COOKIE_LEN`] (a browser would drop it).
+    pub fn apply_commit(
+        &self,
+        commit: &Commit,
+        via_header: bool,
+        headers: &mut http::HeaderMap,
+    ) -> Result<(), SessionError> {
+        if *commit != Commit::Unchanged {
+            headers.insert(
+                http::header::CACHE_CONTROL,
+                HeaderValue::from_static("no-store"),
+            );
+        }
         match commit {
             Commit::Unchanged => {}
             Commit::Issue { token, expires_at } => {
@@ -211,6 +419,14 @@ impl SessionConfig {
                         .persistent
                         .then(|| expires_at.saturating_sub(now_millis()) / 1000);
                     let value = self.set_cookie(token, max_age);
+                    if value.len() > MAX_SET_COOKIE_LEN {
+                        headers.remove(http::header::CACHE_CONTROL);
+                        return Err(SessionError::TooLarge {
+                            size: value.len(),
+                            limit: MAX_SET_COOKIE_LEN,
+                            what: "a browser cookie (name, value and attributes)",
+                        });
+                    }
                     if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
                         headers.append(SET_COOKIE, v);
                     }
@@ -228,6 +444,7 @@ impl SessionConfig {
                 }
             }
         }
+        Ok(())
     }
 }
 
@@ -324,40 +541,63 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let config = self.config.clone();
+        if let Some(check) = &config.origin_check
+            && !check.allows(req.method(), req.headers())
+        {
+            tracing::debug!(method = %req.method(), "cross-site state-changing request refused");
+            return Box::pin(async move { Ok(cross_site_refused()) });
+        }
         let (token, via_header) = match config.find_token(req.headers()) {
             Some((t, h)) => (Some(Arc::<str>::from(t)), h),
             None => (None, false),
         };
-        let session = Session::with_token(self.backend.clone(), token);
+        let session = Session::with_limits(self.backend.clone(), token, config.limits);
         req.extensions_mut().insert(session.clone());
         Box::pin(async move {
             let res = inner.call(req).await?.map(Body::new);
             if res.status().is_server_error() {
                 return Ok(res);
             }
-            match session.commit().await {
+            let applied = match session.commit().await {
                 Ok(commit) => {
                     let mut res = res;
-                    config.apply_commit(&commit, via_header, res.headers_mut());
-                    if session.is_stale() {
-                        res.headers_mut()
-                            .insert(STALE_HEADER, HeaderValue::from_static("1"));
-                    }
-                    Ok(res)
+                    config
+                        .apply_commit(&commit, via_header, res.headers_mut())
+                        .map(|()| {
+                            if session.is_stale() {
+                                res.headers_mut()
+                                    .insert(STALE_HEADER, HeaderValue::from_static("1"));
+                            }
+                            res
+                        })
                 }
+                Err(e) => Err(e),
+            };
+            match applied {
+                Ok(res) => Ok(res),
                 Err(e) => {
                     let mut err = e.into_response();
                     if matches!(
                         err.status(),
                         StatusCode::CONFLICT | StatusCode::UNAUTHORIZED
                     ) {
-                        config.apply_commit(&Commit::Clear, via_header, err.headers_mut());
+                        let _ = config.apply_commit(&Commit::Clear, via_header, err.headers_mut());
                     }
                     Ok(err)
                 }
             }
         })
     }
+}
+
+/// The `403` for a request the [`OriginCheck`] refused.
+fn cross_site_refused() -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        [(http::header::CONTENT_TYPE, "application/json")],
+        r#"{"error":"cross-site request refused"}"#,
+    )
+        .into_response()
 }
 
 /// Response header set when the session was served from a copy that may be older than the
@@ -390,27 +630,42 @@ impl<S: Send + Sync> FromRequestParts<S> for Session {
     }
 }
 
+/// A short JSON error body, `{"error": "..."}`, with its status.
+fn json_error(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        [(http::header::CONTENT_TYPE, "application/json")],
+        serde_json::json!({ "error": message }).to_string(),
+    )
+        .into_response()
+}
+
+/// The error and its causes, for the log line.
+fn cause_chain(e: &SessionError) -> String {
+    let mut chain = String::new();
+    let mut src: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(s) = src {
+        chain.push_str(": ");
+        chain.push_str(&s.to_string());
+        src = s.source();
+    }
+    chain
+}
+
 impl IntoResponse for SessionError {
-    /// `503` with `Retry-After` when the store (or the newest copy of the session) cannot be
-    /// reached: the client keeps its token and may retry; an opaque 500 for other backend
-    /// failures (cause logged); a clear message for a session that is too large; 409 for a
-    /// session that expired during the request.
+    /// A short JSON body `{"error": "..."}` in every case: `503` with `Retry-After` when the
+    /// store (or the newest copy of the session) cannot be reached: the client keeps its token
+    /// and may retry; an opaque 500 for other backend failures (cause logged); `413` with a
+    /// clear message for a session that is too large (nothing was saved); 409 for a session
+    /// that expired during the request.
     fn into_response(self) -> Response {
         match &self {
             SessionError::Unavailable { .. } => {
-                let mut chain = String::new();
-                let mut src: Option<&dyn std::error::Error> = std::error::Error::source(&self);
-                while let Some(s) = src {
-                    chain.push_str(": ");
-                    chain.push_str(&s.to_string());
-                    src = s.source();
-                }
-                tracing::warn!(error = %self, cause = %chain, "session store unavailable");
-                let mut res = (
+                tracing::warn!(error = %self, cause = %cause_chain(&self), "session store unavailable");
+                let mut res = json_error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "the session store is temporarily unavailable; retry shortly",
-                )
-                    .into_response();
+                );
                 res.headers_mut().insert(
                     http::header::RETRY_AFTER,
                     HeaderValue::from(RETRY_AFTER_SECS),
@@ -418,27 +673,19 @@ impl IntoResponse for SessionError {
                 res
             }
             SessionError::TooLarge { .. } => {
-                tracing::error!(error = %self, "session too large to save");
-                (StatusCode::INTERNAL_SERVER_ERROR, self.to_string()).into_response()
+                tracing::info!(error = %self, "session write refused: too large");
+                json_error(StatusCode::PAYLOAD_TOO_LARGE, &self.to_string())
             }
-            SessionError::Gone => (
+            SessionError::Gone => json_error(
                 StatusCode::CONFLICT,
                 "the session expired during the request; sign in again",
-            )
-                .into_response(),
+            ),
             SessionError::InvalidToken(_) => {
-                (StatusCode::UNAUTHORIZED, "invalid session").into_response()
+                json_error(StatusCode::UNAUTHORIZED, "invalid session")
             }
             _ => {
-                let mut chain = String::new();
-                let mut src: Option<&dyn std::error::Error> = std::error::Error::source(&self);
-                while let Some(s) = src {
-                    chain.push_str(": ");
-                    chain.push_str(&s.to_string());
-                    src = s.source();
-                }
-                tracing::error!(error = %self, cause = %chain, "session backend failure");
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+                tracing::error!(error = %self, cause = %cause_chain(&self), "session backend failure");
+                json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
             }
         }
     }
@@ -529,7 +776,8 @@ mod tests {
             token: "tok".into(),
             expires_at: now_millis() + 60_000,
         };
-        config.apply_commit(&commit, false, &mut h);
+        config.apply_commit(&commit, false, &mut h).unwrap();
+        assert_eq!(h.get(http::header::CACHE_CONTROL).unwrap(), "no-store");
         let v = h.get(SET_COOKIE).unwrap().to_str().unwrap();
         assert!(
             v.starts_with("sid=tok; HttpOnly; SameSite=Lax; Secure; Path=/; Max-Age="),
@@ -543,8 +791,28 @@ mod tests {
             token: "a\nb".into(),
             expires_at: 0,
         };
-        config.apply_commit(&bad, false, &mut h);
+        config.apply_commit(&bad, false, &mut h).unwrap();
         assert!(h.get(SET_COOKIE).is_none());
+        // Name, value and attributes over 4096 bytes: refused, nothing written.
+        let mut h = http::HeaderMap::new();
+        let big = Commit::Issue {
+            token: "a".repeat(4096 - "sid=".len()),
+            expires_at: now_millis() + 60_000,
+        };
+        let e = config.apply_commit(&big, false, &mut h).unwrap_err();
+        assert!(
+            matches!(e, SessionError::TooLarge { limit: 4096, .. }),
+            "{e}"
+        );
+        assert!(h.is_empty());
+        let mut h = http::HeaderMap::new();
+        config
+            .apply_commit(&Commit::Unchanged, false, &mut h)
+            .unwrap();
+        assert!(
+            h.is_empty(),
+            "nothing issued: cacheable as the handler says"
+        );
     }
 
     #[test]

@@ -15,6 +15,9 @@
 //!   not become writes.
 //! * [`Session`] and [`SessionLayer`]: the per-request handle (lazy load, write back only what
 //!   changed) and the axum/tower layer around it.
+//! * [`serve`](mod@serve): serving a `Router` with a header-read timeout, a request timeout, an
+//!   inactivity timeout and a connection cap ([`serve::ServeLimits`]), for the app port and the
+//!   cluster port alike.
 //! * [`testing`] (feature `testing`): the conformance suite every backend runs.
 //!
 //! ## An axum app with sessions
@@ -67,12 +70,17 @@ mod keys;
 mod layer;
 mod memory;
 mod record;
+#[cfg(feature = "axum")]
+pub mod serve;
 mod session;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod token;
 
 pub use backend::{CoreCounters, Counters, Metric, MetricKind, SessionBackend};
+/// The `SameSite` cookie attribute values, for [`SessionConfig::same_site`].
+#[cfg(feature = "axum")]
+pub use cookie::SameSite;
 pub use error::{BoxError, SessionError, TokenError};
 pub use expiry::{ExpiryPolicy, PolicyError};
 pub use histogram::{Histogram, HistogramSnapshot};
@@ -80,15 +88,15 @@ pub use id::{SESSION_ID_LEN, SessionId, fill_random};
 pub use keys::{KeyError, KeyRing, MIN_SECRET_LEN, Secret};
 #[cfg(feature = "axum")]
 pub use layer::{
-    MissingSessionLayer, RETRY_AFTER_SECS, STALE_HEADER, SessionConfig, SessionLayer,
-    SessionService, TokenTransport,
+    CookieConfigError, MAX_SET_COOKIE_LEN, MissingSessionLayer, OriginCheck, RETRY_AFTER_SECS,
+    STALE_HEADER, SessionConfig, SessionLayer, SessionService, TokenTransport,
 };
 pub use memory::MemoryBackend;
 pub use record::{
     Delta, Loaded, MAX_PAYLOAD_LEN, PayloadTooLarge, RawJson, RawJsonStr, Saved, SessionData,
     SessionRecord, now_millis,
 };
-pub use session::{Commit, Session};
+pub use session::{Commit, Session, SessionLimits};
 pub use token::{
     MAX_ID_TOKEN_LEN, MAX_ROUTING_LEN, MAX_SEALED_TOKEN_LEN, TAG_LEN, TOKEN_VERSION, TokenSigner,
     VerifiedToken, unverified_session_id,

@@ -848,11 +848,20 @@ impl SessionRecord {
     }
 }
 
+/// Stands for a secret in `Debug` output: its length only.
+pub(crate) struct Redacted(pub(crate) usize);
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<redacted, {} bytes>", self.0)
+    }
+}
+
 /// A session loaded for one request: the record plus whatever routing the client's token carried.
 ///
 /// The record is shared (`Arc`): a backend that keeps sessions in memory hands out its own copy
-/// without cloning the values.
-#[derive(Clone, Debug)]
+/// without cloning the values. `Debug` never prints the token.
+#[derive(Clone)]
 pub struct Loaded {
     /// The stored session.
     pub record: Arc<SessionRecord>,
@@ -871,6 +880,18 @@ pub struct Loaded {
     pub stale: bool,
 }
 
+impl fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Loaded")
+            .field("record", &self.record)
+            .field("token", &Redacted(self.token.len()))
+            .field("routing", &self.routing)
+            .field("reissue", &self.reissue)
+            .field("stale", &self.stale)
+            .finish()
+    }
+}
+
 impl Loaded {
     /// A loaded session that needs no token re-issue.
     pub fn new(record: Arc<SessionRecord>, token: &str, routing: Vec<u8>) -> Self {
@@ -884,13 +905,23 @@ impl Loaded {
     }
 }
 
-/// What a successful write hands back to the caller: the token to send the client.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What a successful write hands back to the caller: the token to send the client. `Debug`
+/// never prints the token.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Saved {
     /// The token the client must carry from now on (may equal the one it sent).
     pub token: String,
     /// When the session expires (ms since the epoch), for the cookie's `Max-Age`.
     pub expires_at: u64,
+}
+
+impl fmt::Debug for Saved {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Saved")
+            .field("token", &Redacted(self.token.len()))
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
 }
 
 /// Milliseconds since the Unix epoch, by the system clock.

@@ -13,7 +13,10 @@ use crate::id::SessionId;
 use crate::record::{Delta, Loaded, RawJson, RawJsonStr, SessionData, now_millis};
 
 /// What the client must be told after a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// `Debug` never prints the token (it is a bearer credential): `Issue { token: "<redacted, N
+/// bytes>", .. }`.
+#[derive(Clone, PartialEq, Eq)]
 pub enum Commit {
     /// Nothing to send: the client's token (or lack of one) stays valid.
     Unchanged,
@@ -26,6 +29,89 @@ pub enum Commit {
     },
     /// Tell the client to drop its token (logout, or it sent a dead one).
     Clear,
+}
+
+impl std::fmt::Debug for Commit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Commit::Unchanged => f.write_str("Unchanged"),
+            Commit::Issue { token, expires_at } => f
+                .debug_struct("Issue")
+                .field("token", &crate::record::Redacted(token.len()))
+                .field("expires_at", expires_at)
+                .finish(),
+            Commit::Clear => f.write_str("Clear"),
+        }
+    }
+}
+
+/// Caps on what one session may hold, checked before anything is written: a write that would
+/// take the session past either is refused with [`SessionError::TooLarge`] (the layer answers
+/// `413`) and nothing is saved.
+///
+/// The defaults (64 KiB of keys and values, 1,000 keys) are far above what a web session needs
+/// and far below what would let one client make a node or a store hold megabytes per session,
+/// or make one replication batch too large for its peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// Most bytes of keys and values together ([`SessionData::payload_len`]).
+    pub max_bytes: usize,
+    /// Most keys.
+    pub max_keys: usize,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        SessionLimits {
+            max_bytes: 64 * 1024,
+            max_keys: 1000,
+        }
+    }
+}
+
+impl SessionLimits {
+    /// No caps beyond the data structure's own ([`MAX_PAYLOAD_LEN`](crate::MAX_PAYLOAD_LEN)).
+    pub const UNLIMITED: SessionLimits = SessionLimits {
+        max_bytes: usize::MAX,
+        max_keys: usize::MAX,
+    };
+
+    /// Checks that `data` changed by `delta` stays within the caps, without building it.
+    pub fn check(&self, data: Option<&SessionData>, delta: &Delta) -> Result<(), SessionError> {
+        let (mut bytes, mut keys) = data.map_or((0, 0), |d| (d.payload_len(), d.len()));
+        if let Some(d) = data {
+            for k in &delta.removed {
+                if let Some(v) = d.get(k) {
+                    bytes = bytes.saturating_sub(k.len() + v.len());
+                    keys = keys.saturating_sub(1);
+                }
+            }
+        }
+        for (k, v) in &delta.set {
+            match data.and_then(|d| d.get(k)) {
+                Some(old) => bytes = bytes.saturating_sub(old.len()).saturating_add(v.len()),
+                None => {
+                    bytes = bytes.saturating_add(k.len() + v.len());
+                    keys = keys.saturating_add(1);
+                }
+            }
+        }
+        if keys > self.max_keys {
+            return Err(SessionError::TooLarge {
+                size: keys,
+                limit: self.max_keys,
+                what: "the session's key count",
+            });
+        }
+        if bytes > self.max_bytes {
+            return Err(SessionError::TooLarge {
+                size: bytes,
+                limit: self.max_bytes,
+                what: "the session's size",
+            });
+        }
+        Ok(())
+    }
 }
 
 #[derive(Default)]
@@ -46,6 +132,7 @@ enum LoadState {
 
 struct Inner {
     backend: Arc<dyn SessionBackend>,
+    limits: SessionLimits,
     token: Mutex<Option<Arc<str>>>,
     /// The load's outcome. A plain lock, never held across an `.await`: after the first load
     /// every read is one uncontended lock and an `Arc` clone.
@@ -111,9 +198,20 @@ impl Session {
     /// [`new`](Session::new) with the token already shared (the layer builds it straight from
     /// the request header: one allocation).
     pub(crate) fn with_token(backend: Arc<dyn SessionBackend>, token: Option<Arc<str>>) -> Self {
+        Self::with_limits(backend, token, SessionLimits::default())
+    }
+
+    /// A handle whose writes are checked against `limits` (the layer passes
+    /// [`SessionConfig`](crate::SessionConfig)'s); [`new`](Session::new) uses the defaults.
+    pub fn with_limits(
+        backend: Arc<dyn SessionBackend>,
+        token: Option<Arc<str>>,
+        limits: SessionLimits,
+    ) -> Self {
         Session {
             inner: Arc::new(Inner {
                 backend,
+                limits,
                 token: Mutex::new(token.filter(|t| !t.is_empty())),
                 state: Mutex::new(LoadState::NotLoaded),
                 loading: tokio::sync::Mutex::new(()),
@@ -202,8 +300,19 @@ impl Session {
     }
 
     /// Sets `key` to `value` (recorded now, written when the request ends).
+    ///
+    /// A key and value that alone pass the session's size cap are refused at once with
+    /// [`SessionError::TooLarge`]; the cap on the whole session is checked when it is written.
     pub fn insert<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<(), SessionError> {
         let raw = RawJson::from_value(value).map_err(serde_err(key))?;
+        let size = key.len().saturating_add(raw.len());
+        if size > self.inner.limits.max_bytes {
+            return Err(SessionError::TooLarge {
+                size,
+                limit: self.inner.limits.max_bytes,
+                what: "the session's size",
+            });
+        }
         self.inner.pending.lock().delta.set(key, raw);
         Ok(())
     }
@@ -213,7 +322,9 @@ impl Session {
         self.inner.pending.lock().delta.set(key, value);
     }
 
-    /// Removes `key` (recorded now, written when the request ends).
+    /// Removes `key` (recorded now, written when the request ends). Removing a key the stored
+    /// session does not hold writes nothing: the removal is dropped at commit, so no backend
+    /// ever records a tombstone for a key that never existed.
     pub fn remove(&self, key: &str) {
         self.inner.pending.lock().delta.remove(key);
     }
@@ -374,7 +485,7 @@ impl Session {
     }
 
     async fn commit_pending(&self) -> Result<Commit, SessionError> {
-        let (delta, cycle, destroy) = {
+        let (mut delta, cycle, destroy) = {
             let mut p = self.inner.pending.lock();
             (
                 std::mem::take(&mut p.delta),
@@ -398,6 +509,18 @@ impl Session {
             token: s.token,
             expires_at: s.expires_at,
         };
+
+        // Removals of keys the session does not hold change nothing: drop them, so no backend
+        // records a per-key tombstone for them (instant copy keeps those until the absolute
+        // deadline), and a request whose only change was such a removal writes nothing.
+        match &loaded {
+            Some(l) if !destroy => delta.removed.retain(|k| l.record.data.contains_key(k)),
+            _ => delta.removed.clear(),
+        }
+        self.inner.limits.check(
+            loaded.as_ref().filter(|_| !destroy).map(|l| &l.record.data),
+            &delta,
+        )?;
 
         if destroy {
             if let Some(l) = &loaded {

@@ -14,7 +14,7 @@
 //! #[async_trait::async_trait]
 //! impl BackendFactory for Memory {
 //!     fn name(&self) -> String { "memory".into() }
-//!     fn capabilities(&self) -> Capabilities { Capabilities::server_side() }
+//!     fn capabilities(&self) -> Capabilities { Capabilities::server_side().in_process() }
 //!     async fn build(&self, policy: ExpiryPolicy) -> Result<Harness, String> {
 //!         Ok(Harness::single(Arc::new(MemoryBackend::new(policy, &KeyRing::generate()))))
 //!     }
@@ -362,6 +362,16 @@ fn skip_reason(name: &str, caps: Capabilities) -> Option<&'static str> {
     }
 }
 
+/// A session handle without the layer's size caps: the suite tests what a backend stores
+/// (values up to [`Capabilities::max_value_bytes`]), not the layer's policy.
+fn unlimited_session(backend: Arc<dyn SessionBackend>, token: Option<String>) -> Session {
+    Session::with_limits(
+        backend,
+        token.filter(|t| !t.is_empty()).map(Arc::from),
+        crate::SessionLimits::UNLIMITED,
+    )
+}
+
 /// Time limit for one check.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -433,7 +443,7 @@ where
     F: FnOnce(Session) -> Fut,
     Fut: std::future::Future<Output = Result<(), SessionError>>,
 {
-    let s = Session::new(node.clone(), token.map(str::to_owned));
+    let s = unlimited_session(node.clone(), token.map(str::to_owned));
     body(s.clone()).await.map_err(e("request body"))?;
     s.commit().await.map_err(e("commit"))
 }
@@ -468,7 +478,7 @@ async fn read(
     token: &str,
     key: &str,
 ) -> Result<Option<serde_json::Value>, String> {
-    let s = Session::new(node.clone(), Some(token.to_owned()));
+    let s = unlimited_session(node.clone(), Some(token.to_owned()));
     s.get(key).await.map_err(e("get"))
 }
 
@@ -539,7 +549,7 @@ async fn typed_values(f: Arc<dyn BackendFactory>, _: Capabilities) -> CheckResul
     })
     .await?;
     let token = issued(c, "create")?;
-    let s = Session::new(h.node(1).clone(), Some(token));
+    let s = unlimited_session(h.node(1).clone(), Some(token));
     let back: Option<Cart> = s.get("cart").await.map_err(e("get"))?;
     ensure!(
         back.as_ref() == Some(&cart),
@@ -716,8 +726,8 @@ async fn concurrent_disjoint(f: Arc<dyn BackendFactory>, _: Capabilities) -> Che
         let ka = format!("a{round}");
         let kb = format!("b{round}");
         // Both requests load before either writes: the classic lost-update interleaving.
-        let sa = Session::new(a, Some(t1));
-        let sb = Session::new(b, Some(t2));
+        let sa = unlimited_session(a, Some(t1));
+        let sb = unlimited_session(b, Some(t2));
         sa.get::<serde_json::Value>("base")
             .await
             .map_err(e("load a"))?;
@@ -747,8 +757,8 @@ async fn concurrent_same_key(f: Arc<dyn BackendFactory>, _: Capabilities) -> Che
     let token = create_with(&h, &[("k", json!("start"))]).await?;
     h.settle().await;
     for round in 0..5 {
-        let sa = Session::new(h.node(round).clone(), Some(token.clone()));
-        let sb = Session::new(h.node(round + 1).clone(), Some(token.clone()));
+        let sa = unlimited_session(h.node(round).clone(), Some(token.clone()));
+        let sb = unlimited_session(h.node(round + 1).clone(), Some(token.clone()));
         sa.get::<serde_json::Value>("k")
             .await
             .map_err(e("load a"))?;
@@ -834,7 +844,7 @@ async fn save_after_destroy(f: Arc<dyn BackendFactory>, _: Capabilities) -> Chec
     let h = build(&f, long_policy()).await?;
     let token = create_with(&h, &[("user", json!("dave"))]).await?;
     h.settle().await;
-    let slow = Session::new(h.node(0).clone(), Some(token.clone()));
+    let slow = unlimited_session(h.node(0).clone(), Some(token.clone()));
     let _: Option<String> = slow.get("user").await.map_err(e("load"))?;
     request(h.node(1), Some(&token), |s| async move {
         let _: Option<String> = s.get("user").await?;
@@ -1154,7 +1164,7 @@ async fn store_outage(f: Arc<dyn BackendFactory>, _: Capabilities) -> CheckResul
             Ok(Some(_)) => return Err("during the outage the session was served".into()),
             Err(other) => return Err(format!("during the outage: {other} instead of Unavailable")),
         }
-        let s = Session::new(reader.clone(), Some(token.clone()));
+        let s = unlimited_session(reader.clone(), Some(token.clone()));
         s.insert("n", &2).map_err(e("insert"))?;
         match s.commit().await {
             Err(SessionError::Unavailable { .. }) => Ok(()),
