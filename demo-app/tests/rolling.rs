@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -20,6 +20,8 @@ use serde_json::json;
 
 const ACTIVE: usize = 30;
 const IDLE: usize = 30;
+/// Distinct SKUs each active user cycles through (below the demo's 100-line cart cap).
+const SKUS: u32 = 40;
 
 #[derive(Default)]
 struct Tally {
@@ -108,11 +110,13 @@ async fn rolling_restart(replication: Replication, ack: Ack, kill: bool) {
         let (lb_url, stop, tally) = (lb_url.clone(), stop.clone(), tally.clone());
         active.push(tokio::spawn(async move {
             let mut u = login(&lb_url, format!("active{i}")).await;
-            let mut acked = BTreeSet::new();
+            // Acknowledged adds per SKU (the demo caps a cart at 100 lines, so the SKUs cycle;
+            // a lost write then shows as a quantity below the acknowledged count).
+            let mut acked: BTreeMap<String, u64> = BTreeMap::new();
             let mut served_by = std::collections::BTreeMap::new();
             let mut n = 0u32;
             while !stop.load(Ordering::Relaxed) {
-                let sku = format!("s{n}");
+                let sku = format!("s{}", n % SKUS);
                 let r = u
                     .try_send(
                         "POST",
@@ -123,7 +127,7 @@ async fn rolling_restart(replication: Replication, ack: Ack, kill: bool) {
                 tally.count(&r);
                 if let Ok((200, body)) = &r {
                     served_by.insert(sku.clone(), (body["node"].clone(), began.elapsed()));
-                    acked.insert(sku);
+                    *acked.entry(sku).or_insert(0) += 1;
                 }
                 n += 1;
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -172,7 +176,7 @@ async fn rolling_restart(replication: Replication, ack: Ack, kill: bool) {
     let mut lost_writes = 0;
     let mut lost_sessions = 0;
     for (i, (u, acked, served_by)) in users.iter_mut().enumerate() {
-        acked_total += acked.len();
+        acked_total += acked.values().sum::<u64>();
         for url in &urls {
             let (s, body) = u.send("GET", format!("{url}/cart"), None).await;
             if s != 200 {
@@ -180,11 +184,18 @@ async fn rolling_restart(replication: Replication, ack: Ack, kill: bool) {
                 eprintln!("{label}: active user {i} on {url}: {s} {body}");
                 continue;
             }
-            let items: BTreeSet<String> =
-                body["items"].as_object().unwrap().keys().cloned().collect();
-            let missing: Vec<_> = acked.difference(&items).collect();
+            // A 503 may still have been applied (the write reached a holder but not enough
+            // of them in time), so a quantity may be above the acknowledged count, never below.
+            let items = &body["items"];
+            let missing: Vec<(&String, u64, u64)> = acked
+                .iter()
+                .filter_map(|(sku, n)| {
+                    let have = items[sku.as_str()].as_u64().unwrap_or(0);
+                    (have < *n).then_some((sku, *n, have))
+                })
+                .collect();
             if !missing.is_empty() {
-                lost_writes += missing.len();
+                lost_writes += missing.iter().map(|(_, n, have)| n - have).sum::<u64>();
                 let session = u
                     .token
                     .as_deref()
@@ -194,7 +205,7 @@ async fn rolling_restart(replication: Replication, ack: Ack, kill: bool) {
                     "{label}: active user {i} (session #{session:?} in the node logs) on {url} lost {:?}",
                     missing
                         .iter()
-                        .map(|m| (m, served_by.get(*m)))
+                        .map(|(m, want, have)| (m, want, have, served_by.get(*m)))
                         .collect::<Vec<_>>()
                 );
             }
