@@ -9,6 +9,7 @@ TEST_TOOLS=(
   "wrk wrk the bench harness's smoke test drives the wrk load generator"
   "redis-server redis-server the Redis Cluster and TLS tests start their own redis-server"
   "redis-cli redis-tools the Redis Cluster tests join their nodes with redis-cli --cluster create"
+  "ip iproute2 the partition tests cut links between network namespaces (ip netns, veth, routes)"
 )
 
 # Prints the packages whose command is missing from the PATH, one per line (deduplicated).
