@@ -1,4 +1,4 @@
-//! The `demo-app` command line: `serve`, `cluster` and `compare`.
+//! The `demo-app` command line: `serve`, `check-config`, `cluster` and `compare`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,6 +27,23 @@ enum Cmd {
         /// TOML configuration file.
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+    /// Load and validate the configuration exactly as `serve` would (file, DEMO_* variables,
+    /// secrets), print a summary without secrets, and exit: 0 when `serve` would start, 2 with
+    /// the first error otherwise. Binds nothing and contacts no store or peer.
+    CheckConfig {
+        /// TOML configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// GET a URL and exit 0 when it answers 200, 1 otherwise (a container health check for
+    /// images without curl, e.g. `demo-app probe http://127.0.0.1:8080/readyz`).
+    Probe {
+        /// The URL to fetch.
+        url: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
     },
     /// Start N node processes on free loopback ports; stop them all with Ctrl-C.
     Cluster {
@@ -123,6 +140,8 @@ async fn main() -> ExitCode {
                 }
             };
         }
+        Cmd::CheckConfig { config } => check_config(config),
+        Cmd::Probe { url, timeout } => return probe(&url, Duration::from_secs(timeout)).await,
         Cmd::Cluster {
             nodes,
             backend,
@@ -209,6 +228,64 @@ async fn serve(file: Option<PathBuf>) -> Result<u8, String> {
         );
     }
     Ok(outcome.exit_code())
+}
+
+/// `probe`: 0 on a 200, 1 on any other status or no answer (the body goes to stdout either way).
+async fn probe(url: &str, timeout: Duration) -> ExitCode {
+    let client = match reqwest::Client::builder().timeout(timeout).build() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match client.get(url).send().await {
+        Ok(resp) => {
+            let status = resp.status();
+            let body = resp.text().await.unwrap_or_default();
+            println!("{} {}", status.as_u16(), body.trim());
+            if status == reqwest::StatusCode::OK {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("no answer from {url}: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `check-config`: what `serve` validates before it binds anything.
+fn check_config(file: Option<PathBuf>) -> Result<(), String> {
+    let config = DemoConfig::load(file.as_deref()).map_err(|e| e.to_string())?;
+    let keys = demo_app::config::load_keys(&config).map_err(|e| e.to_string())?;
+    println!(
+        "node {} app {} backend {} dev {}",
+        config.node_id,
+        config.app_addr,
+        config.backend.kind.as_str(),
+        config.dev
+    );
+    println!(
+        "session secrets: {} key(s) from {:?}",
+        keys.session.len(),
+        keys.source
+    );
+    if config.backend.kind == BackendKind::Instantcopy {
+        let ic = config.instantcopy_config();
+        println!(
+            "instantcopy: cluster {} advertise {} seeds {:?} replication {:?} ack {:?}",
+            ic.cluster_addr,
+            ic.advertise_addr.as_deref().unwrap_or("(cluster_addr)"),
+            ic.seeds,
+            ic.replication,
+            ic.ack
+        );
+    }
+    println!("configuration ok");
+    Ok(())
 }
 
 async fn cluster(spec: ClusterSpec) -> Result<(), String> {

@@ -130,21 +130,30 @@ fn three_instantcopy_nodes_behind_nginx_agree_with_each_other() {
             get("SESSION_SECRET").contains("SESSION_SECRET"),
             "secret comes from the environment"
         );
-        // The member list names every node at its static address and cluster port.
-        let members = get("DEMO_BACKEND__INSTANTCOPY__MEMBERS");
+        // No fixed addresses: every node advertises its service name and seeds with all of
+        // them, on the cluster port it listens on.
         let port = get("DEMO_BACKEND__INSTANTCOPY__CLUSTER_ADDR")
             .rsplit(':')
             .next()
             .unwrap()
             .to_owned();
-        let ip = node["networks"]["backend"]["ipv4_address"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        assert!(
-            members.contains(&format!("{{id={id}, addr=\"{ip}:{port}\"}}")),
-            "{name}: members {members} do not name {ip}:{port}"
+        assert_eq!(
+            get("DEMO_BACKEND__INSTANTCOPY__ADVERTISE_ADDR"),
+            format!("{name}:{port}"),
+            "{name}: advertise_addr"
         );
+        let seeds = get("DEMO_BACKEND__INSTANTCOPY__SEEDS");
+        let expected: Vec<String> = (1..=3).map(|n| format!("node{n}:{port}")).collect();
+        assert_eq!(
+            seeds.split(',').collect::<Vec<_>>(),
+            expected,
+            "{name}: seeds"
+        );
+        assert!(
+            node["networks"]["backend"]["ipv4_address"].is_badvalue(),
+            "{name}: no fixed container address"
+        );
+        let ip = name.clone();
         let app_port = get("DEMO_APP_ADDR").rsplit(':').next().unwrap().to_owned();
         ips.push(format!("{ip}:{app_port}"));
     }
@@ -155,6 +164,7 @@ fn three_instantcopy_nodes_behind_nginx_agree_with_each_other() {
     let upstream: Vec<String> = nginx
         .lines()
         .filter_map(|l| l.trim().strip_prefix("server "))
+        .filter(|l| !l.starts_with('#'))
         .filter(|l| l.contains(':'))
         .map(|l| {
             l.split_whitespace()
