@@ -28,191 +28,212 @@ impl SessionBackend for InstantCopyNode {
     }
 
     async fn load(&self, token: &str) -> Result<Option<Loaded>, SessionError> {
-        let shared = &self.shared;
-        shared.counters.loaded_token(token.len());
-        let verified = shared.signer.verify(token).inspect_err(|_| {
-            shared.counters.invalid_token();
-        })?;
-        let route = self.route(&verified.routing).inspect_err(|_| {
-            shared.counters.invalid_token();
-        })?;
-        let id = verified.id;
-        if shared.store.is_destroyed(&id) {
-            return Ok(None);
+        let result: Result<Option<Loaded>, SessionError> = async {
+            let shared = &self.shared;
+            shared.counters.loaded_token(token.len());
+            let verified = shared.signer.verify(token).inspect_err(|_| {
+                shared.counters.invalid_token();
+            })?;
+            let route = self.route(&verified.routing).inspect_err(|_| {
+                shared.counters.invalid_token();
+            })?;
+            let id = verified.id;
+            if shared.store.is_destroyed(&id) {
+                return Ok(None);
+            }
+            let rotated = verified.key_index > 0;
+            self.read(token, verified.routing, route, id, rotated).await
         }
-        let rotated = verified.key_index > 0;
-        self.read(token, verified.routing, route, id, rotated).await
+        .await;
+        self.shared.counters.read_result(result)
     }
 
     async fn create(&self, data: SessionData) -> Result<Saved, SessionError> {
-        let shared = &self.shared;
-        let id = SessionId::random();
-        let stamp = shared.clock.now();
-        let placement = Placement {
-            stamp,
-            owner: shared.config.node_id,
-            backups: placement::backups_for(shared, &id),
-        };
-        let state = SessionState::create(id, data, &shared.policy, now_millis(), stamp, placement);
-        shared.store.insert(state);
-        let (placement, version, expires_at) = match self.replicate_held(id, None, &[]).await {
-            Ok(x) => x,
-            Err(e) => {
-                // The client will not get a token: do not keep an unreachable session either.
-                shared.store.remove(&id);
-                return Err(e);
-            }
-        };
-        shared.counters.created();
-        Ok(Saved {
-            token: self.token(&id, &placement, version)?,
-            expires_at,
-        })
+        let result: Result<Saved, SessionError> = async {
+            let shared = &self.shared;
+            let id = SessionId::random();
+            let stamp = shared.clock.now();
+            let placement = Placement {
+                stamp,
+                owner: shared.config.node_id,
+                backups: placement::backups_for(shared, &id),
+            };
+            let state =
+                SessionState::create(id, data, &shared.policy, now_millis(), stamp, placement);
+            shared.store.insert(state);
+            let (placement, version, expires_at) = match self.replicate_held(id, None, &[]).await {
+                Ok(x) => x,
+                Err(e) => {
+                    // The client will not get a token: do not keep an unreachable session either.
+                    shared.store.remove(&id);
+                    return Err(e);
+                }
+            };
+            shared.counters.created();
+            Ok(Saved {
+                token: self.token(&id, &placement, version)?,
+                expires_at,
+            })
+        }
+        .await;
+        self.shared.counters.write_result(result)
     }
 
     async fn save(&self, loaded: &Loaded, delta: &Delta) -> Result<Saved, SessionError> {
-        let shared = &self.shared;
-        let id = loaded.record.id;
-        let now = now_millis();
-        if loaded.record.is_expired(now) {
-            return Err(SessionError::Gone);
-        }
-        if loaded.stale {
-            return Err(self.unavailable_write(
-                "the session was read from a copy that may be stale (its newest copy is out of \
-                 reach): writes are refused until it can be reached"
-                    .into(),
-            ));
-        }
-        match shared
-            .store
-            .read(&id, |s| placement::may_serve(shared, s.placement()))
-        {
-            Some(true) => {}
-            Some(false) => return self.save_remote(loaded, delta, now).await,
-            // Holders always keep their copy: a missing one was destroyed or swept.
-            None if shared.store.is_destroyed(&id)
-                || shared.config.replication == Replication::All =>
-            {
+        let result: Result<Saved, SessionError> = async {
+            let shared = &self.shared;
+            let id = loaded.record.id;
+            let now = now_millis();
+            if loaded.record.is_expired(now) {
                 return Err(SessionError::Gone);
             }
-            None => return self.save_remote(loaded, delta, now).await,
-        }
-        if shared.config.ack != Ack::Async && shared.members.live_peer_ids().is_empty() {
-            // No live member could acknowledge it (a dead holder is replaced by any live
-            // member before the write goes out): refuse before applying anything.
-            shared.metrics.ack_failures.inc();
-            return Err(self.unavailable_write(format!(
-                "ack = {} but no live replica can hold the write",
-                shared.config.ack
-            )));
-        }
-        let stamp = shared.clock.now();
-        let applied = shared.store.update(&id, |s| {
-            if s.record().is_expired(now) {
-                return None;
+            if loaded.stale {
+                return Err(self.unavailable_write(
+                    "the session was read from a copy that may be stale (its newest copy is out of \
+                     reach): writes are refused until it can be reached"
+                        .into(),
+                ));
             }
-            let w = s.apply_local(delta, stamp, now, &shared.policy);
-            Some((w, s.placement().clone()))
-        });
-        let Some(Some((w, old))) = applied else {
-            return Err(SessionError::Gone);
-        };
-        let old_holders: Vec<NodeId> = std::iter::once(old.owner)
-            .chain(old.backups.iter().copied())
-            .collect();
-        let (placement, version, expires_at) =
-            self.replicate_held(id, Some(&w), &old_holders).await?;
-        shared.counters.saved();
-        Ok(Saved {
-            token: self.token(&id, &placement, version)?,
-            expires_at,
-        })
+            match shared
+                .store
+                .read(&id, |s| placement::may_serve(shared, s.placement()))
+            {
+                Some(true) => {}
+                Some(false) => return self.save_remote(loaded, delta, now).await,
+                // Holders always keep their copy: a missing one was destroyed or swept.
+                None if shared.store.is_destroyed(&id)
+                    || shared.config.replication == Replication::All =>
+                {
+                    return Err(SessionError::Gone);
+                }
+                None => return self.save_remote(loaded, delta, now).await,
+            }
+            if shared.config.ack != Ack::Async && shared.members.live_peer_ids().is_empty() {
+                // No live member could acknowledge it (a dead holder is replaced by any live
+                // member before the write goes out): refuse before applying anything.
+                shared.metrics.ack_failures.inc();
+                return Err(self.unavailable_write(format!(
+                    "ack = {} but no live replica can hold the write",
+                    shared.config.ack
+                )));
+            }
+            let stamp = shared.clock.now();
+            let applied = shared.store.update(&id, |s| {
+                if s.record().is_expired(now) {
+                    return None;
+                }
+                let w = s.apply_local(delta, stamp, now, &shared.policy);
+                Some((w, s.placement().clone()))
+            });
+            let Some(Some((w, old))) = applied else {
+                return Err(SessionError::Gone);
+            };
+            let old_holders: Vec<NodeId> = std::iter::once(old.owner)
+                .chain(old.backups.iter().copied())
+                .collect();
+            let (placement, version, expires_at) =
+                self.replicate_held(id, Some(&w), &old_holders).await?;
+            shared.counters.saved();
+            Ok(Saved {
+                token: self.token(&id, &placement, version)?,
+                expires_at,
+            })
+        }
+        .await;
+        self.shared.counters.write_result(result)
     }
 
     async fn cycle_id(&self, loaded: &Loaded, delta: &Delta) -> Result<Saved, SessionError> {
-        let shared = &self.shared;
-        let old_id = loaded.record.id;
-        let new_id = SessionId::random();
-        let stamp = shared.clock.now();
-        let now = now_millis();
-        if loaded.record.is_expired(now) {
-            return Err(SessionError::Gone);
-        }
-        if loaded.stale {
-            return Err(self.unavailable_write(
-                "the session was read from a copy that may be stale: its id cannot be cycled \
-                 until its newest copy can be reached"
-                    .into(),
-            ));
-        }
-        let placement = Placement {
-            stamp,
-            owner: shared.config.node_id,
-            backups: placement::backups_for(shared, &new_id),
-        };
-        let held = shared.store.update(&old_id, |s| {
-            if s.record().is_expired(now) || !placement::holds(shared, s.placement()) {
-                return None;
+        let result: Result<Saved, SessionError> = async {
+            let shared = &self.shared;
+            let old_id = loaded.record.id;
+            let new_id = SessionId::random();
+            let stamp = shared.clock.now();
+            let now = now_millis();
+            if loaded.record.is_expired(now) {
+                return Err(SessionError::Gone);
             }
-            s.apply_local(delta, stamp, now, &shared.policy);
-            let mut n = s.with_id(new_id);
-            n.set_placement(placement.clone());
-            Some(n)
-        });
-        let new_state = match held {
-            Some(Some(n)) => n,
-            _ => {
-                // Not a holder: build the new session from the copy this request loaded.
-                let mut record = (*loaded.record).clone();
-                record.id = new_id;
-                record.data.apply(delta);
-                record.last_access = now;
-                record.idle_deadline = record.idle_deadline.max(
-                    shared
-                        .policy
-                        .refreshed_idle_deadline(now, record.absolute_deadline),
-                );
-                SessionState::from_record(record, stamp, placement.clone())
+            if loaded.stale {
+                return Err(self.unavailable_write(
+                    "the session was read from a copy that may be stale: its id cannot be cycled \
+                     until its newest copy can be reached"
+                        .into(),
+                ));
             }
-        };
-        let full = new_state.to_wire_full();
-        let version = new_state.version();
-        let expires_at = new_state.record().expires_at();
-        let until = new_state.record().absolute_deadline;
-        // The new id exists before the old one goes.
-        shared.store.insert(new_state);
-        shared.store.destroy(old_id, until);
-        let mut sends = Sends::default();
-        for p in placement::replicas(shared, &placement) {
-            sends.durable.push((p, Update::State(full.clone())));
+            let placement = Placement {
+                stamp,
+                owner: shared.config.node_id,
+                backups: placement::backups_for(shared, &new_id),
+            };
+            let held = shared.store.update(&old_id, |s| {
+                if s.record().is_expired(now) || !placement::holds(shared, s.placement()) {
+                    return None;
+                }
+                s.apply_local(delta, stamp, now, &shared.policy);
+                let mut n = s.with_id(new_id);
+                n.set_placement(placement.clone());
+                Some(n)
+            });
+            let new_state = match held {
+                Some(Some(n)) => n,
+                _ => {
+                    // Not a holder: build the new session from the copy this request loaded.
+                    let mut record = (*loaded.record).clone();
+                    record.id = new_id;
+                    record.data.apply(delta);
+                    record.last_access = now;
+                    record.idle_deadline = record.idle_deadline.max(
+                        shared
+                            .policy
+                            .refreshed_idle_deadline(now, record.absolute_deadline),
+                    );
+                    SessionState::from_record(record, stamp, placement.clone())
+                }
+            };
+            let full = new_state.to_wire_full();
+            let version = new_state.version();
+            let expires_at = new_state.record().expires_at();
+            let until = new_state.record().absolute_deadline;
+            // The new id exists before the old one goes.
+            shared.store.insert(new_state);
+            shared.store.destroy(old_id, until);
+            let mut sends = Sends::default();
+            for p in placement::replicas(shared, &placement) {
+                sends.durable.push((p, Update::State(full.clone())));
+            }
+            for p in shared.members.up_peers() {
+                sends
+                    .notify
+                    .push((p, Update::Destroy { id: old_id, until }));
+            }
+            self.replicate(sends, true).await?;
+            shared.counters.cycled();
+            Ok(Saved {
+                token: self.token(&new_id, &placement, version)?,
+                expires_at,
+            })
         }
-        for p in shared.members.up_peers() {
-            sends
-                .notify
-                .push((p, Update::Destroy { id: old_id, until }));
-        }
-        self.replicate(sends, true).await?;
-        shared.counters.cycled();
-        Ok(Saved {
-            token: self.token(&new_id, &placement, version)?,
-            expires_at,
-        })
+        .await;
+        self.shared.counters.write_result(result)
     }
 
     async fn destroy(&self, loaded: &Loaded) -> Result<(), SessionError> {
-        let shared = &self.shared;
-        let id = loaded.record.id;
-        let until = loaded.record.absolute_deadline;
-        shared.store.destroy(id, until);
-        let mut sends = Sends::default();
-        // Copies may have been fetched by any node: tell every live member.
-        for p in shared.members.up_peers() {
-            sends.notify.push((p, Update::Destroy { id, until }));
+        let result: Result<(), SessionError> = async {
+            let shared = &self.shared;
+            let id = loaded.record.id;
+            let until = loaded.record.absolute_deadline;
+            shared.store.destroy(id, until);
+            let mut sends = Sends::default();
+            // Copies may have been fetched by any node: tell every live member.
+            for p in shared.members.up_peers() {
+                sends.notify.push((p, Update::Destroy { id, until }));
+            }
+            self.replicate(sends, false).await?;
+            shared.counters.destroyed();
+            Ok(())
         }
-        self.replicate(sends, false).await?;
-        shared.counters.destroyed();
-        Ok(())
+        .await;
+        self.shared.counters.write_result(result)
     }
 
     fn counters(&self) -> Counters {

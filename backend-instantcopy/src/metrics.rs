@@ -50,11 +50,6 @@ pub struct NodeMetrics {
     /// Sessions served from a surviving copy older than the client's token because every
     /// holder of a newer copy is confirmed gone: the writes after that copy are lost.
     pub lost_writes: Count,
-    /// Reads refused as unavailable: a newer copy exists or may exist on a holder that is
-    /// merely out of reach.
-    pub unavailable_reads: Count,
-    /// Writes refused as unavailable (no live replica, acknowledgements missing, stale read).
-    pub unavailable_writes: Count,
     /// Reads served from a possibly stale copy (`on_unreachable = "stale"`).
     pub stale_serves: Count,
     /// Writes that waited for replica acknowledgements.
@@ -184,16 +179,6 @@ pub(crate) fn snapshot(s: &Shared) -> Counters {
             "lost_writes_total",
             "Sessions served from an older surviving copy after the newer holders were confirmed gone",
             &m.lost_writes,
-        ),
-        c(
-            "unavailable_reads_total",
-            "Reads refused because the newest copy is out of reach",
-            &m.unavailable_reads,
-        ),
-        c(
-            "unavailable_writes_total",
-            "Writes refused as unavailable",
-            &m.unavailable_writes,
         ),
         c(
             "stale_serves_total",

@@ -186,7 +186,6 @@ impl InstantCopyNode {
                     return Ok(Some(l));
                 }
             }
-            shared.metrics.unavailable_reads.inc();
             return Err(SessionError::Unavailable {
                 backend: crate::backend::SCHEME,
                 context: format!(

@@ -49,9 +49,9 @@ impl InstantCopyNode {
         Ok(self.shared.signer.sign(id, &route.encode())?)
     }
 
-    /// Counts and builds the error of a write that cannot reach enough replicas.
+    /// The error of a write that cannot reach enough replicas (counted, like every
+    /// `Unavailable` write, at the trait boundary).
     pub(crate) fn unavailable_write(&self, context: String) -> SessionError {
-        self.shared.metrics.unavailable_writes.inc();
         SessionError::Unavailable {
             backend: SCHEME,
             context,

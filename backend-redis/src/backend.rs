@@ -531,156 +531,177 @@ impl SessionBackend for RedisBackend {
     }
 
     async fn load(&self, token: &str) -> Result<Option<Loaded>, SessionError> {
-        let counters = &self.inner.counters;
-        counters.loaded_token(token.len());
-        let verified = self
-            .inner
-            .signer
-            .verify(token)
-            .and_then(|v| {
-                if v.routing.is_empty() {
-                    Ok(v)
-                } else {
-                    Err(TokenError::BadRouting(
-                        "a Redis session token carries no routing data",
-                    ))
+        let result: Result<Option<Loaded>, SessionError> = async {
+            let counters = &self.inner.counters;
+            counters.loaded_token(token.len());
+            let verified = self
+                .inner
+                .signer
+                .verify(token)
+                .and_then(|v| {
+                    if v.routing.is_empty() {
+                        Ok(v)
+                    } else {
+                        Err(TokenError::BadRouting(
+                            "a Redis session token carries no routing data",
+                        ))
+                    }
+                })
+                .inspect_err(|_| counters.invalid_token())?;
+            let key = self.key_of(&verified.id);
+            // A plain HGETALL, not a script: Redis never returns a key past its PEXPIREAT (which
+            // every write sets to the earlier deadline, on the server's clock), and a script costs
+            // the server about a third more per load (redis-benchmark, same hash).
+            let reply = self
+                .client()
+                .command(redis::cmd("HGETALL").arg(&key), "loading a session")
+                .await?;
+            if matches!(reply, Value::Nil) {
+                return Ok(None);
+            }
+            let pairs = hash_pairs(reply)
+                .ok_or_else(|| SessionError::backend_msg(SCHEME, "HGETALL returned no hash"))?;
+            if pairs.is_empty() || pairs.iter().any(|(field, _)| field == layout::MOVED) {
+                // Missing, evicted, or frozen by a cluster id cycle (it is gone under this id).
+                return Ok(None);
+            }
+            match layout::decode(verified.id, pairs) {
+                // A key that lost its TTL (an operator's PERSIST, a restored dump) would otherwise
+                // live forever: past its deadline plus a generous clock-skew allowance it is dead
+                // here too, and saves to it already fail with Gone (the save script checks).
+                Ok(record)
+                    if record.is_expired(
+                        now_millis().saturating_sub(TTL_BACKSTOP.as_millis() as u64),
+                    ) =>
+                {
+                    Ok(None)
                 }
-            })
-            .inspect_err(|_| counters.invalid_token())?;
-        let key = self.key_of(&verified.id);
-        // A plain HGETALL, not a script: Redis never returns a key past its PEXPIREAT (which
-        // every write sets to the earlier deadline, on the server's clock), and a script costs
-        // the server about a third more per load (redis-benchmark, same hash).
-        let reply = self
-            .client()
-            .command(redis::cmd("HGETALL").arg(&key), "loading a session")
-            .await?;
-        if matches!(reply, Value::Nil) {
-            return Ok(None);
-        }
-        let pairs = hash_pairs(reply)
-            .ok_or_else(|| SessionError::backend_msg(SCHEME, "HGETALL returned no hash"))?;
-        if pairs.is_empty() || pairs.iter().any(|(field, _)| field == layout::MOVED) {
-            // Missing, evicted, or frozen by a cluster id cycle (it is gone under this id).
-            return Ok(None);
-        }
-        match layout::decode(verified.id, pairs) {
-            // A key that lost its TTL (an operator's PERSIST, a restored dump) would otherwise
-            // live forever: past its deadline plus a generous clock-skew allowance it is dead
-            // here too, and saves to it already fail with Gone (the save script checks).
-            Ok(record)
-                if record
-                    .is_expired(now_millis().saturating_sub(TTL_BACKSTOP.as_millis() as u64)) =>
-            {
-                Ok(None)
-            }
-            Ok(record) => Ok(Some(Loaded {
-                // A token signed with a retired key gets a fresh one on the next save.
-                reissue: verified.key_index > 0,
-                ..Loaded::new(Arc::new(record), token, Vec::new())
-            })),
-            Err(why) => {
-                self.drop_corrupt(&key, &verified.id, &why.0).await;
-                Ok(None)
+                Ok(record) => Ok(Some(Loaded {
+                    // A token signed with a retired key gets a fresh one on the next save.
+                    reissue: verified.key_index > 0,
+                    ..Loaded::new(Arc::new(record), token, Vec::new())
+                })),
+                Err(why) => {
+                    self.drop_corrupt(&key, &verified.id, &why.0).await;
+                    Ok(None)
+                }
             }
         }
+        .await;
+        self.inner.counters.read_result(result)
     }
 
     async fn create(&self, data: SessionData) -> Result<Saved, SessionError> {
-        let fields: Vec<(Vec<u8>, Vec<u8>)> = data
-            .iter()
-            .map(|(k, v)| (data_field(k), v.as_str().as_bytes().to_vec()))
-            .collect();
-        match self.put_new(&fields, "creating a session").await? {
-            Ok((id, applied)) => {
-                self.inner.counters.created();
-                Ok(Saved {
-                    token: self.sign(&id)?,
-                    expires_at: applied.expires_at(),
-                })
+        let result: Result<Saved, SessionError> = async {
+            let fields: Vec<(Vec<u8>, Vec<u8>)> = data
+                .iter()
+                .map(|(k, v)| (data_field(k), v.as_str().as_bytes().to_vec()))
+                .collect();
+            match self.put_new(&fields, "creating a session").await? {
+                Ok((id, applied)) => {
+                    self.inner.counters.created();
+                    Ok(Saved {
+                        token: self.sign(&id)?,
+                        expires_at: applied.expires_at(),
+                    })
+                }
+                Err(_) => Err(SessionError::backend_msg(
+                    SCHEME,
+                    "creating a session: Redis reported the new session already expired",
+                )),
             }
-            Err(_) => Err(SessionError::backend_msg(
-                SCHEME,
-                "creating a session: Redis reported the new session already expired",
-            )),
         }
+        .await;
+        self.inner.counters.write_result(result)
     }
 
     async fn save(&self, loaded: &Loaded, delta: &Delta) -> Result<Saved, SessionError> {
-        let key = self.key_of(&loaded.record.id);
-        let mut args = Vec::with_capacity(2 + 2 * delta.set.len() + delta.removed.len());
-        args.push(ms(self.inner.policy.idle_timeout()));
-        delta_args(delta, &mut args);
-        match self
-            .eval_status(&SAVE, &[&key], &args, "saving a session")
-            .await?
-        {
-            Status::Done(applied) => {
-                self.inner.counters.saved();
-                tracing::trace!(session = ?loaded.record.id, version = applied.version, "saved");
-                let token = if loaded.reissue {
-                    self.sign(&loaded.record.id)?
-                } else {
-                    loaded.token.to_string()
-                };
-                Ok(Saved {
-                    token,
-                    expires_at: applied.expires_at(),
-                })
-            }
-            Status::Gone | Status::Taken => {
-                Stats::bump(&self.inner.stats.gone);
-                Err(SessionError::Gone)
-            }
-        }
-    }
-
-    async fn cycle_id(&self, loaded: &Loaded, delta: &Delta) -> Result<Saved, SessionError> {
-        if self.is_cluster() {
-            return self.cycle_cluster(loaded, delta).await;
-        }
-        let old_key = self.key_of(&loaded.record.id);
-        for _ in 0..CREATE_ATTEMPTS {
-            let new_id = SessionId::random();
-            let new_key = self.key_of(&new_id);
-            let mut args = vec![ms(self.inner.policy.idle_timeout()), nonce()];
+        let result: Result<Saved, SessionError> = async {
+            let key = self.key_of(&loaded.record.id);
+            let mut args = Vec::with_capacity(2 + 2 * delta.set.len() + delta.removed.len());
+            args.push(ms(self.inner.policy.idle_timeout()));
             delta_args(delta, &mut args);
             match self
-                .eval_status(&CYCLE, &[&old_key, &new_key], &args, "cycling a session id")
+                .eval_status(&SAVE, &[&key], &args, "saving a session")
                 .await?
             {
                 Status::Done(applied) => {
-                    self.inner.counters.cycled();
-                    return Ok(Saved {
-                        token: self.sign(&new_id)?,
+                    self.inner.counters.saved();
+                    tracing::trace!(session = ?loaded.record.id, version = applied.version, "saved");
+                    let token = if loaded.reissue {
+                        self.sign(&loaded.record.id)?
+                    } else {
+                        loaded.token.to_string()
+                    };
+                    Ok(Saved {
+                        token,
                         expires_at: applied.expires_at(),
-                    });
+                    })
                 }
-                Status::Gone => {
+                Status::Gone | Status::Taken => {
                     Stats::bump(&self.inner.stats.gone);
-                    return Err(SessionError::Gone);
-                }
-                Status::Taken => {
-                    Stats::bump(&self.inner.stats.id_collisions);
-                    tracing::warn!("a fresh session id already exists in Redis; trying another");
+                    Err(SessionError::Gone)
                 }
             }
         }
-        Err(SessionError::backend_msg(
-            SCHEME,
-            format!(
-                "cycling a session id: {CREATE_ATTEMPTS} fresh ids in a row already existed; the random source is broken"
-            ),
-        ))
+        .await;
+        self.inner.counters.write_result(result)
+    }
+
+    async fn cycle_id(&self, loaded: &Loaded, delta: &Delta) -> Result<Saved, SessionError> {
+        let result: Result<Saved, SessionError> = async {
+            if self.is_cluster() {
+                return self.cycle_cluster(loaded, delta).await;
+            }
+            let old_key = self.key_of(&loaded.record.id);
+            for _ in 0..CREATE_ATTEMPTS {
+                let new_id = SessionId::random();
+                let new_key = self.key_of(&new_id);
+                let mut args = vec![ms(self.inner.policy.idle_timeout()), nonce()];
+                delta_args(delta, &mut args);
+                match self
+                    .eval_status(&CYCLE, &[&old_key, &new_key], &args, "cycling a session id")
+                    .await?
+                {
+                    Status::Done(applied) => {
+                        self.inner.counters.cycled();
+                        return Ok(Saved {
+                            token: self.sign(&new_id)?,
+                            expires_at: applied.expires_at(),
+                        });
+                    }
+                    Status::Gone => {
+                        Stats::bump(&self.inner.stats.gone);
+                        return Err(SessionError::Gone);
+                    }
+                    Status::Taken => {
+                        Stats::bump(&self.inner.stats.id_collisions);
+                        tracing::warn!("a fresh session id already exists in Redis; trying another");
+                    }
+                }
+            }
+            Err(SessionError::backend_msg(
+                SCHEME,
+                format!(
+                    "cycling a session id: {CREATE_ATTEMPTS} fresh ids in a row already existed; the random source is broken"
+                ),
+            ))
+        }
+        .await;
+        self.inner.counters.write_result(result)
     }
 
     async fn destroy(&self, loaded: &Loaded) -> Result<(), SessionError> {
-        let key = self.key_of(&loaded.record.id);
-        self.client()
-            .command(redis::cmd("UNLINK").arg(&key), "destroying a session")
-            .await?;
-        self.inner.counters.destroyed();
-        Ok(())
+        let result: Result<(), SessionError> = async {
+            let key = self.key_of(&loaded.record.id);
+            self.client()
+                .command(redis::cmd("UNLINK").arg(&key), "destroying a session")
+                .await?;
+            self.inner.counters.destroyed();
+            Ok(())
+        }
+        .await;
+        self.inner.counters.write_result(result)
     }
 
     fn counters(&self) -> Counters {

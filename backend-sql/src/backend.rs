@@ -535,140 +535,160 @@ impl SessionBackend for SqlBackend {
     /// no statement at all. A row whose data cannot be decoded is deleted (logged once) and
     /// loads as `None`.
     async fn load(&self, token: &str) -> Result<Option<Loaded>, SessionError> {
-        let inner = &self.inner;
-        inner.counters.loaded_token(token.len());
-        let verified = inner.signer.verify(token).and_then(|v| {
-            if v.routing.is_empty() {
-                Ok(v)
-            } else {
-                Err(TokenError::BadRouting(
-                    "the SQL backend issues tokens without routing data",
-                ))
-            }
-        });
-        let verified = verified.inspect_err(|_| inner.counters.invalid_token())?;
-        let id = verified.id;
-        let now = now_millis();
-        let calls = inner.calls(&inner.stats.calls.load);
-        let row = inner
-            .run("loading a session", || {
-                inner.store.load(&id, to_i64(now), calls)
-            })
-            .await?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        match inner.record(id, &row) {
-            Ok(record) if !record.is_expired(now) => Ok(Some(Loaded {
-                // A token signed with a retired key gets a fresh one (through an empty save).
-                reissue: verified.key_index > 0,
-                ..Loaded::new(Arc::new(record), token, verified.routing)
-            })),
-            Ok(_) => Ok(None),
-            Err(why) => {
-                inner.remove_corrupt(id, row.version, &why).await;
-                Ok(None)
+        let result: Result<Option<Loaded>, SessionError> = async {
+            let inner = &self.inner;
+            inner.counters.loaded_token(token.len());
+            let verified = inner.signer.verify(token).and_then(|v| {
+                if v.routing.is_empty() {
+                    Ok(v)
+                } else {
+                    Err(TokenError::BadRouting(
+                        "the SQL backend issues tokens without routing data",
+                    ))
+                }
+            });
+            let verified = verified.inspect_err(|_| inner.counters.invalid_token())?;
+            let id = verified.id;
+            let now = now_millis();
+            let calls = inner.calls(&inner.stats.calls.load);
+            let row = inner
+                .run("loading a session", || {
+                    inner.store.load(&id, to_i64(now), calls)
+                })
+                .await?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            match inner.record(id, &row) {
+                Ok(record) if !record.is_expired(now) => Ok(Some(Loaded {
+                    // A token signed with a retired key gets a fresh one (through an empty save).
+                    reissue: verified.key_index > 0,
+                    ..Loaded::new(Arc::new(record), token, verified.routing)
+                })),
+                Ok(_) => Ok(None),
+                Err(why) => {
+                    inner.remove_corrupt(id, row.version, &why).await;
+                    Ok(None)
+                }
             }
         }
+        .await;
+        self.inner.counters.read_result(result)
     }
 
     /// One `INSERT` with a fresh random id (D = 1; another id is drawn in the astronomically
     /// unlikely case that it exists).
     async fn create(&self, data: SessionData) -> Result<Saved, SessionError> {
-        let inner = &self.inner;
-        let now = now_millis();
-        let (idle, absolute) = inner.policy.initial_deadlines(now);
-        let calls = inner.calls(&inner.stats.calls.create);
-        for _ in 0..3 {
-            let id = SessionId::random();
-            let saved = self.issue(&id, idle.min(absolute))?;
-            let inserted = inner
-                .run("creating a session", || {
-                    inner.store.insert(
-                        &id,
-                        &data,
-                        to_i64(now),
-                        (to_i64(idle), to_i64(absolute)),
-                        calls,
-                    )
-                })
-                .await?;
-            if inserted {
-                inner.counters.created();
-                return Ok(saved);
+        let result: Result<Saved, SessionError> = async {
+            let inner = &self.inner;
+            let now = now_millis();
+            let (idle, absolute) = inner.policy.initial_deadlines(now);
+            let calls = inner.calls(&inner.stats.calls.create);
+            for _ in 0..3 {
+                let id = SessionId::random();
+                let saved = self.issue(&id, idle.min(absolute))?;
+                let inserted = inner
+                    .run("creating a session", || {
+                        inner.store.insert(
+                            &id,
+                            &data,
+                            to_i64(now),
+                            (to_i64(idle), to_i64(absolute)),
+                            calls,
+                        )
+                    })
+                    .await?;
+                if inserted {
+                    inner.counters.created();
+                    return Ok(saved);
+                }
+                inc(&inner.stats.id_collisions, 1);
             }
-            inc(&inner.stats.id_collisions, 1);
+            Err(SessionError::backend_msg(
+                SCHEME,
+                "three freshly drawn session ids already existed: the random source is broken",
+            ))
         }
-        Err(SessionError::backend_msg(
-            SCHEME,
-            "three freshly drawn session ids already existed: the random source is broken",
-        ))
+        .await;
+        self.inner.counters.write_result(result)
     }
 
     /// One `UPDATE` applying the whole delta on the server (D = 1); an empty delta only moves the
     /// idle deadline. `Gone` if the row expired or was destroyed meanwhile. A token signed with
     /// a retired key is replaced by one signed with the current key.
     async fn save(&self, loaded: &Loaded, delta: &Delta) -> Result<Saved, SessionError> {
-        let inner = &self.inner;
-        let id = loaded.record.id;
-        let stamp = inner.stamp(now_millis());
-        let written = if delta.is_empty() {
-            let calls = inner.calls(&inner.stats.calls.touch);
-            inner
-                .run("refreshing a session's idle deadline", || {
-                    inner.store.touch(&id, stamp, calls)
-                })
-                .await?
-        } else {
-            let calls = inner.calls(&inner.stats.calls.save);
-            inner
-                .run("saving a session delta", || {
-                    inner.store.update(&id, delta, stamp, calls)
-                })
-                .await?
-        };
-        let w = self.written(written)?;
-        inner.counters.saved();
-        tracing::trace!(session = %id.log_hash(), version = w.version, "session saved");
-        if loaded.reissue {
-            return self.issue(&id, to_u64(w.expires_at));
+        let result: Result<Saved, SessionError> = async {
+            let inner = &self.inner;
+            let id = loaded.record.id;
+            let stamp = inner.stamp(now_millis());
+            let written = if delta.is_empty() {
+                let calls = inner.calls(&inner.stats.calls.touch);
+                inner
+                    .run("refreshing a session's idle deadline", || {
+                        inner.store.touch(&id, stamp, calls)
+                    })
+                    .await?
+            } else {
+                let calls = inner.calls(&inner.stats.calls.save);
+                inner
+                    .run("saving a session delta", || {
+                        inner.store.update(&id, delta, stamp, calls)
+                    })
+                    .await?
+            };
+            let w = self.written(written)?;
+            inner.counters.saved();
+            tracing::trace!(session = %id.log_hash(), version = w.version, "session saved");
+            if loaded.reissue {
+                return self.issue(&id, to_u64(w.expires_at));
+            }
+            Ok(Saved {
+                token: loaded.token.to_string(),
+                expires_at: to_u64(w.expires_at),
+            })
         }
-        Ok(Saved {
-            token: loaded.token.to_string(),
-            expires_at: to_u64(w.expires_at),
-        })
+        .await;
+        self.inner.counters.write_result(result)
     }
 
     /// One transaction: the row is copied to a fresh id with the delta applied, then the old
     /// row is deleted (D = 4: BEGIN, INSERT … SELECT, DELETE, COMMIT).
     async fn cycle_id(&self, loaded: &Loaded, delta: &Delta) -> Result<Saved, SessionError> {
-        let inner = &self.inner;
-        let old = loaded.record.id;
-        let new = SessionId::random();
-        let stamp = inner.stamp(now_millis());
-        let calls = inner.calls(&inner.stats.calls.cycle);
-        let written = inner
-            .run("cycling a session id", || {
-                inner.store.cycle(&old, &new, delta, stamp, calls)
-            })
-            .await?;
-        let w = self.written(written)?;
-        tracing::trace!(old = %old.log_hash(), new = %new.log_hash(), version = w.version, "session id cycled");
-        let saved = self.issue(&new, to_u64(w.expires_at))?;
-        inner.counters.cycled();
-        Ok(saved)
+        let result: Result<Saved, SessionError> = async {
+            let inner = &self.inner;
+            let old = loaded.record.id;
+            let new = SessionId::random();
+            let stamp = inner.stamp(now_millis());
+            let calls = inner.calls(&inner.stats.calls.cycle);
+            let written = inner
+                .run("cycling a session id", || {
+                    inner.store.cycle(&old, &new, delta, stamp, calls)
+                })
+                .await?;
+            let w = self.written(written)?;
+            tracing::trace!(old = %old.log_hash(), new = %new.log_hash(), version = w.version, "session id cycled");
+            let saved = self.issue(&new, to_u64(w.expires_at))?;
+            inner.counters.cycled();
+            Ok(saved)
+        }
+        .await;
+        self.inner.counters.write_result(result)
     }
 
     /// One `DELETE` (D = 1).
     async fn destroy(&self, loaded: &Loaded) -> Result<(), SessionError> {
-        let inner = &self.inner;
-        let id = loaded.record.id;
-        let calls = inner.calls(&inner.stats.calls.destroy);
-        inner
-            .run("destroying a session", || inner.store.delete(&id, calls))
-            .await?;
-        inner.counters.destroyed();
-        Ok(())
+        let result: Result<(), SessionError> = async {
+            let inner = &self.inner;
+            let id = loaded.record.id;
+            let calls = inner.calls(&inner.stats.calls.destroy);
+            inner
+                .run("destroying a session", || inner.store.delete(&id, calls))
+                .await?;
+            inner.counters.destroyed();
+            Ok(())
+        }
+        .await;
+        self.inner.counters.write_result(result)
     }
 
     fn counters(&self) -> Counters {

@@ -9,6 +9,7 @@
 //! | `session_db_calls_total` | counter | database calls (the paper's D) |
 //! | `session_client_bytes` | histogram (`_sum`, `_count`) | bytes of session token the client carried per request |
 //! | `session_loads_total`, `session_creates_total`, `session_saves_total`, `session_cycles_total`, `session_destroys_total`, `session_invalid_tokens_total` | counter | backend operations |
+//! | `session_unavailable_reads_total`, `session_unavailable_writes_total` | counter | operations that failed with `Unavailable` (answered 503), every backend |
 //! | `http_request_duration_seconds{route}` | histogram | request latency per route template |
 //! | `http_requests_total{route,class}` | counter | requests per route and status class (`2xx`, `4xx`, `5xx`) |
 //! | `session_<scheme>_<name>{...}` | any | the backend's own metrics (peers, pushes, replication lag, pool, ...) |
@@ -234,6 +235,16 @@ impl Collector for Scrape {
                 "session_invalid_tokens",
                 "Tokens rejected before any I/O",
                 c.invalid_tokens,
+            ),
+            (
+                "session_unavailable_reads",
+                "Loads refused with 503: the store or the newest copy could not be reached",
+                c.unavailable_reads,
+            ),
+            (
+                "session_unavailable_writes",
+                "Writes refused with 503: the store or the session's holders could not be reached",
+                c.unavailable_writes,
             ),
         ] {
             counter(&mut enc, name, help, v)?;

@@ -154,6 +154,12 @@ pub struct Counters {
     pub destroys: u64,
     /// Tokens rejected before any I/O.
     pub invalid_tokens: u64,
+    /// Loads that failed with [`SessionError::Unavailable`]: the session may exist but the
+    /// store (or the node holding its newest copy) could not be reached.
+    pub unavailable_reads: u64,
+    /// Creates, saves, touches, id cycles and destroys that failed with
+    /// [`SessionError::Unavailable`] (nothing was written, or the write's outcome is unknown).
+    pub unavailable_writes: u64,
     /// Backend-specific metrics.
     pub extra: Vec<Metric>,
 }
@@ -172,6 +178,8 @@ pub struct CoreCounters {
     cycles: AtomicU64,
     destroys: AtomicU64,
     invalid_tokens: AtomicU64,
+    unavailable_reads: AtomicU64,
+    unavailable_writes: AtomicU64,
 }
 
 macro_rules! bump {
@@ -210,6 +218,26 @@ impl CoreCounters {
         destroyed => destroys;
         /// Counts a token rejected before I/O.
         invalid_token => invalid_tokens;
+        /// Counts a load that failed with `Unavailable`.
+        unavailable_read => unavailable_reads;
+        /// Counts a write that failed with `Unavailable`.
+        unavailable_write => unavailable_writes;
+    }
+
+    /// Passes a load's result through, counting it when it is `Unavailable`.
+    pub fn read_result<T>(&self, r: Result<T, SessionError>) -> Result<T, SessionError> {
+        if matches!(r, Err(SessionError::Unavailable { .. })) {
+            self.unavailable_read();
+        }
+        r
+    }
+
+    /// Passes a write's result through, counting it when it is `Unavailable`.
+    pub fn write_result<T>(&self, r: Result<T, SessionError>) -> Result<T, SessionError> {
+        if matches!(r, Err(SessionError::Unavailable { .. })) {
+            self.unavailable_write();
+        }
+        r
     }
 
     /// The current values, with `extra` metrics appended.
@@ -226,6 +254,8 @@ impl CoreCounters {
             cycles: r(&self.cycles),
             destroys: r(&self.destroys),
             invalid_tokens: r(&self.invalid_tokens),
+            unavailable_reads: r(&self.unavailable_reads),
+            unavailable_writes: r(&self.unavailable_writes),
             extra,
         }
     }

@@ -1156,18 +1156,33 @@ async fn store_outage(f: Arc<dyn BackendFactory>, _: Capabilities) -> CheckResul
     h.settle().await;
     let last = h.nodes.len() - 1;
     let reader = h.node(last).clone();
+    let before = reader.counters();
     outage(true).await;
     let result: CheckResultT = async {
         match reader.load(&token).await {
-            Err(SessionError::Unavailable { .. }) => {}
+            Err(SessionError::Unavailable { .. }) => ensure!(
+                reader.counters().unavailable_reads > before.unavailable_reads,
+                "an Unavailable load was not counted in unavailable_reads"
+            ),
             Ok(None) => return Err("during the outage the session read as \"no session\"".into()),
             Ok(Some(_)) => return Err("during the outage the session was served".into()),
             Err(other) => return Err(format!("during the outage: {other} instead of Unavailable")),
         }
+        let mid = reader.counters();
         let s = unlimited_session(reader.clone(), Some(token.clone()));
         s.insert("n", &2).map_err(e("insert"))?;
         match s.commit().await {
-            Err(SessionError::Unavailable { .. }) => Ok(()),
+            Err(SessionError::Unavailable { .. }) => {
+                // The commit loads first; when that load is what failed, it counts as a read.
+                let now = reader.counters();
+                ensure!(
+                    now.unavailable_writes + now.unavailable_reads
+                        > mid.unavailable_writes + mid.unavailable_reads,
+                    "an Unavailable commit was counted neither in unavailable_writes nor in \
+                     unavailable_reads"
+                );
+                Ok(())
+            }
             Ok(c) => Err(format!("a write during the outage was acknowledged: {c:?}")),
             Err(other) => Err(format!(
                 "a write during the outage: {other} instead of Unavailable"
