@@ -103,18 +103,20 @@ pub(crate) fn under_replicated(shared: &Shared) -> usize {
 }
 
 /// Moves backups of sessions this node leads onto the members rendezvous hashing now prefers
-/// (after members joined), at most `rebalance_rate` sessions per second for at most `budget`.
-/// A session moves only when every current holder is alive, and only once its new holder
-/// acknowledged the whole state. Returns how many moved.
+/// (after members joined), at most `rebalance_rate` sessions per second for at most `budget`:
+/// every 50 ms a group of `rebalance_rate / 20` sessions moves concurrently (their copies share
+/// push batches). A session moves only when every current holder is alive, and only once its
+/// new holder acknowledged the whole state. Returns how many moved.
 pub(crate) async fn rebalance(shared: &Shared, budget: Duration) -> usize {
     let Replication::Backups(k) = shared.config.replication else {
         return 0;
     };
     let me = shared.config.node_id;
     let started = Instant::now();
-    let max = (u64::from(shared.config.rebalance_rate) * budget.as_secs().max(1)) as usize;
-    let pause = Duration::from_secs(1) / shared.config.rebalance_rate.max(1);
-    let mut moved = 0;
+    let rate = shared.config.rebalance_rate.max(1);
+    let max = (u64::from(rate) * budget.as_secs().max(1)) as usize;
+    const TICK: Duration = Duration::from_millis(50);
+    let group = (rate as usize / 20).max(1);
     let candidates: Vec<(SessionId, Placement)> = {
         let mut out = Vec::new();
         shared.store.for_each(|s| {
@@ -128,82 +130,100 @@ pub(crate) async fn rebalance(shared: &Shared, budget: Duration) -> usize {
         });
         out
     };
-    for (id, current) in candidates {
+    let mut moved = 0;
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    for chunk in candidates.chunks(group) {
         if moved >= max || started.elapsed() >= budget {
             break;
         }
-        let ideal = placement::ideal_backups(shared, &id, current.owner, k);
-        let next = Placement {
-            stamp: shared.clock.now(),
-            owner: current.owner,
-            backups: ideal,
-        };
-        // Switch first, then copy: every write from now on goes to the new holders, and the
-        // whole state sent below already holds every write before the switch. The old backup
-        // is told only once the new one has acknowledged its copy.
-        shared.store.update(&id, |s| {
-            s.set_placement(next.clone());
-        });
-        let Some(full) = shared.store.read(&id, |s| s.to_wire_full()) else {
-            continue;
-        };
-        let new_holders: Vec<NodeId> = next
-            .backups
-            .iter()
-            .copied()
-            .filter(|n| !current.backups.contains(n))
-            .collect();
-        let mut all_acked = true;
-        for n in &new_holders {
-            let Some(peer) = shared.members.get(*n) else {
-                all_acked = false;
-                break;
-            };
-            let ack = shared
-                .replicator
-                .enqueue(&peer, Update::State(full.clone()), true)
-                .await;
-            let ok = match ack {
-                Some(rx) => matches!(
-                    tokio::time::timeout(shared.config.ack_timeout, rx).await,
-                    Ok(Ok(Delivery::Applied))
-                ),
-                None => false,
-            };
-            if !ok {
-                all_acked = false;
-                break;
-            }
-        }
-        if !all_acked {
-            // Back to the holders that have it (a newer stamp, so the move is undone
-            // everywhere it was seen).
-            let back = Placement {
-                stamp: shared.clock.now(),
-                ..current.clone()
-            };
-            shared.store.update(&id, |s| {
-                s.set_placement(back);
-            });
-            continue;
-        }
-        // The old holders hear of the new placement (their copies go once it is confirmed).
-        for n in current.backups.iter() {
-            if *n == me || next.backups.contains(n) {
-                continue;
-            }
-            if let Some(peer) = shared.members.get(*n) {
-                shared
-                    .replicator
-                    .enqueue(&peer, Update::State(full.clone()), false)
-                    .await;
-            }
-        }
-        shared.metrics.rehomes.inc();
-        moved += 1;
-        tokio::time::sleep(pause).await;
+        tick.tick().await;
+        let results = futures::future::join_all(
+            chunk
+                .iter()
+                .map(|(id, current)| move_backups(shared, *id, current, k)),
+        )
+        .await;
+        moved += results.into_iter().filter(|m| *m).count();
     }
     moved
+}
+
+/// Moves one session's backups to its ideal holders (see [`rebalance`]); true if it moved.
+async fn move_backups(shared: &Shared, id: SessionId, current: &Placement, k: u8) -> bool {
+    let me = shared.config.node_id;
+    let ideal = placement::ideal_backups(shared, &id, current.owner, k);
+    if ideal == current.backups {
+        return false;
+    }
+    let next = Placement {
+        stamp: shared.clock.now(),
+        owner: current.owner,
+        backups: ideal,
+    };
+    // Switch first, then copy: every write from now on goes to the new holders, and the whole
+    // state sent below already holds every write before the switch. The old backup is told
+    // only once the new one has acknowledged its copy.
+    shared.store.update(&id, |s| {
+        s.set_placement(next.clone());
+    });
+    let Some(full) = shared.store.read(&id, |s| s.to_wire_full()) else {
+        return false;
+    };
+    let new_holders: Vec<NodeId> = next
+        .backups
+        .iter()
+        .copied()
+        .filter(|n| !current.backups.contains(n))
+        .collect();
+    let mut all_acked = true;
+    for n in &new_holders {
+        let Some(peer) = shared.members.get(*n) else {
+            all_acked = false;
+            break;
+        };
+        let ack = shared
+            .replicator
+            .enqueue(&peer, Update::State(full.clone()), true)
+            .await;
+        let ok = match ack {
+            Some(rx) => matches!(
+                tokio::time::timeout(shared.config.ack_timeout, rx).await,
+                Ok(Ok(Delivery::Applied))
+            ),
+            None => false,
+        };
+        if !ok {
+            all_acked = false;
+            break;
+        }
+    }
+    if !all_acked {
+        // Back to the holders that have it (a newer stamp, so the move is undone everywhere
+        // it was seen).
+        let back = Placement {
+            stamp: shared.clock.now(),
+            ..current.clone()
+        };
+        shared.store.update(&id, |s| {
+            s.set_placement(back);
+        });
+        return false;
+    }
+    // The old holders hear of the new placement (their copies go once it is confirmed).
+    for n in current.backups.iter() {
+        if *n == me || next.backups.contains(n) {
+            continue;
+        }
+        if let Some(peer) = shared.members.get(*n) {
+            shared
+                .replicator
+                .enqueue(&peer, Update::State(full.clone()), false)
+                .await;
+        }
+    }
+    shared.metrics.rehomes.inc();
+    true
 }
 
 /// Hands off, then forgets, the copies this node keeps of sessions it does not hold while
