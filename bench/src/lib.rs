@@ -14,6 +14,8 @@
 //!   rate; replication lag percentiles and messages per write from the nodes' `/metrics`.
 //! * [`soak`] (`bench soak`): a 3-node cluster under steady mixed load with a short idle
 //!   timeout; RSS and errors sampled into CSV and an SVG chart.
+//! * [`operations`] (`bench operations`): restart-to-ready, drain, anti-entropy bytes, join
+//!   and membership times on in-process instant-copy nodes with the production timings.
 //! * [`callgrind`] (`bench instructions`): CPU instructions per request of a route, counted
 //!   by valgrind — the stable number hot-path work is judged by on a noisy machine.
 //!
@@ -64,6 +66,7 @@ pub mod compare;
 pub mod error;
 pub mod machine;
 pub mod openmetrics;
+pub mod operations;
 pub mod peers;
 pub mod replication;
 pub mod results;

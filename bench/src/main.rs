@@ -9,6 +9,7 @@ use std::time::Duration;
 use backend_instantcopy::{Ack, Replication};
 use bench::compare::{self, CompareOptions};
 use bench::error::{BenchError, Result};
+use bench::operations::{self, OperationsOptions};
 use bench::peers::{self, PeerConfig, PeerKind};
 use bench::replication::{self, ReplicationOptions};
 use bench::soak::{self, SoakOptions};
@@ -108,6 +109,25 @@ enum Cmd {
         /// The demo-app binary.
         #[arg(long)]
         demo_bin: Option<PathBuf>,
+        /// Results file (default: benches/RESULTS.md in the workspace).
+        #[arg(long)]
+        results: Option<PathBuf>,
+        /// Print only; do not touch the results file.
+        #[arg(long)]
+        no_results: bool,
+    },
+    /// Operations numbers of instant copy: restart to ready, drain, anti-entropy bytes, join,
+    /// membership convergence, failure detection, gossip bytes at rest.
+    Operations {
+        /// Session counts, comma-separated [default: 10000,100000; --quick: 500].
+        #[arg(long, value_delimiter = ',')]
+        sessions: Option<Vec<usize>>,
+        /// Cluster sizes for the membership numbers [default: 3,8; --quick: 3].
+        #[arg(long, value_delimiter = ',')]
+        membership_nodes: Option<Vec<usize>>,
+        /// Small numbers, for a smoke run.
+        #[arg(long)]
+        quick: bool,
         /// Results file (default: benches/RESULTS.md in the workspace).
         #[arg(long)]
         results: Option<PathBuf>,
@@ -381,6 +401,40 @@ async fn run(cmd: Cmd) -> Result<()> {
                 let path = results_path.unwrap_or_else(results::default_path);
                 let name = format!("replication-{replicas_name}-{ack}");
                 results::update(&path, &name, &md)?;
+                eprintln!("wrote {}", path.display());
+            }
+            Ok(())
+        }
+        Cmd::Operations {
+            sessions,
+            membership_nodes,
+            quick,
+            results: results_path,
+            no_results,
+        } => {
+            let mut options = if quick {
+                OperationsOptions::quick()
+            } else {
+                OperationsOptions::full()
+            };
+            if let Some(s) = sessions {
+                options.sessions = s;
+            }
+            if let Some(m) = membership_nodes {
+                options.membership_sizes = m.into_iter().filter(|n| *n >= 3).collect();
+            }
+            let started = machine::utc_now();
+            let load = machine::loadavg().map_or(0.0, |l| l[0]);
+            let report = operations::run(&options).await?;
+            let md = format!(
+                "## Operations (instant copy, in-process nodes on loopback, production timings)\n\n* **Date**: {started} · **machine**: {} · 1-min load {load:.2}\n* `cargo run --release -p bench -- operations`; see `bench/src/operations.rs` for how each number is taken.\n\n{}",
+                machine::Machine::detect().summary(),
+                report.to_markdown()
+            );
+            println!("{md}");
+            if !no_results {
+                let path = results_path.unwrap_or_else(results::default_path);
+                results::update(&path, "operations", &md)?;
                 eprintln!("wrote {}", path.display());
             }
             Ok(())
