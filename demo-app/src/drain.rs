@@ -1,7 +1,9 @@
-//! The app side of a graceful shutdown: once a shutdown begins, requests are answered `503`
-//! with `Retry-After` and `Connection: close` (so a load balancer or client retries elsewhere)
-//! instead of being dropped, while the node drains; health, readiness and metrics keep
-//! answering. Counts the requests in flight so the shutdown can wait for them.
+//! The app side of a graceful shutdown. Once a shutdown begins, `serve` closes the app
+//! listener (new connections are refused, which every load balancer retries on another node
+//! whatever the method), and this layer answers any further request on an already-open
+//! connection `503` with `Retry-After` and `Connection: close` instead of dropping it, while
+//! the node drains; a separate admin port keeps answering health, readiness and metrics.
+//! Counts the requests in flight so the shutdown can wait for them.
 //!
 //! A plain tower layer (an atomic load and an increment per request, no allocation), for the
 //! reason `track` gives.

@@ -129,8 +129,13 @@ pub async fn serve(
         "demo node listening"
     );
     let sampler = tokio::spawn(sample_loop(state.clone()));
-    // The listeners stay open through the drain, answering 503 + Retry-After, so nothing that
-    // reaches this node during a shutdown is dropped; they close once the backend is done.
+    // On a shutdown the app listener closes at once: a load balancer's next connection is
+    // refused, which every balancer retries on another node whatever the method (nothing was
+    // sent), where a 503 to a POST would reach the user. Requests already on an open connection
+    // finish, later ones on it get 503 + Retry-After + Connection: close (DrainLayer). The
+    // admin listener, if separate, keeps answering /metrics and /readyz until the backend
+    // is drained.
+    let (app_stop_tx, app_stop_rx) = tokio::sync::watch::channel(false);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -148,11 +153,14 @@ pub async fn serve(
         listener,
         router,
         limits,
-        stopped(stop_rx.clone()),
+        stopped(app_stop_rx),
     ));
     shutdown.await;
     state.drain.begin();
-    tracing::info!("shutting down: new requests get 503; finishing those in flight");
+    let _ = app_stop_tx.send(true);
+    tracing::info!(
+        "shutting down: app port closed to new connections; finishing requests in flight"
+    );
     state.drain.settled(Duration::from_secs(10)).await;
     let mut outcome = ServeOutcome::default();
     match &backend.node {

@@ -254,9 +254,21 @@ fn k8s_statefulset_starts_nodes_the_demo_accepts_with_stable_ids_and_dns_seeds()
     let grace = pod["spec"]["terminationGracePeriodSeconds"]
         .as_i64()
         .unwrap();
+    // The preStop pause lets endpoint removal propagate before the app port closes; it
+    // counts against the same grace period.
+    let pre_stop = &c["lifecycle"]["preStop"]["exec"]["command"];
+    let pre_stop: Vec<&str> = pre_stop
+        .as_vec()
+        .expect("a preStop exec command")
+        .iter()
+        .map(s)
+        .collect();
+    assert_eq!(pre_stop[0], "/bin/sleep", "{pre_stop:?}");
+    let pause: u64 = pre_stop[1].parse().unwrap();
+    assert!((1..=10).contains(&pause), "preStop pause {pause}s");
     assert!(
-        grace as u64 > drain.as_secs() + 10,
-        "grace {grace}s vs drain {drain:?}"
+        grace as u64 > pause + drain.as_secs() + 10,
+        "grace {grace}s vs preStop {pause}s + drain {drain:?}"
     );
 
     // The image's user and binary path match what the manifest assumes.

@@ -18,8 +18,15 @@ use demo_app::cluster::{ClusterSpec, LocalCluster};
 use demo_app::config::BackendKind;
 use serde_json::json;
 
-const ACTIVE: usize = 30;
-const IDLE: usize = 30;
+/// Users adding cart items all through the restarts, and users who logged in and then stayed
+/// idle: 30 of each, or `ROLLING_USERS` of each (the scenario used 60).
+fn users() -> usize {
+    std::env::var("ROLLING_USERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30)
+}
+
 /// Distinct SKUs each active user cycles through (below the demo's 100-line cart cap).
 const SKUS: u32 = 40;
 
@@ -99,14 +106,14 @@ async fn rolling_restart(replication: Replication, ack: Ack, kill: bool) {
             .unwrap();
     }
     let mut idle = Vec::new();
-    for i in 0..IDLE {
+    for i in 0..users() {
         idle.push(login(&lb_url, format!("idle{i}")).await);
     }
     let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Tally::default());
     let began = Instant::now();
     let mut active = Vec::new();
-    for i in 0..ACTIVE {
+    for i in 0..users() {
         let (lb_url, stop, tally) = (lb_url.clone(), stop.clone(), tally.clone());
         active.push(tokio::spawn(async move {
             let mut u = login(&lb_url, format!("active{i}")).await;
