@@ -233,10 +233,6 @@ pub struct Config {
     /// Upper bound of the random delay added to each sweep (spreads sweeps across nodes).
     #[serde(with = "humantime_serde")]
     pub sweep_jitter: Duration,
-    /// Keep a copy of sessions fetched from other nodes (so the next read is local). The copy is
-    /// checked against the version in the client's token, so it is never served stale to that
-    /// client.
-    pub keep_fetched_copies: bool,
     /// How often each pair of members compares what they hold (a digest exchange whose cost
     /// follows the number of differences) and repairs what differs, so a replica that missed
     /// updates converges without client traffic.
@@ -275,7 +271,6 @@ impl Default for Config {
             max_batch: 512,
             queue_capacity: 16_384,
             sweep_jitter: Duration::from_millis(250),
-            keep_fetched_copies: true,
             anti_entropy_interval: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(5),
             rebalance_rate: 1000,
