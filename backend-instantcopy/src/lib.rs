@@ -12,7 +12,7 @@
 //! use session_core::{ExpiryPolicy, KeyRing, Secret, SessionBackend, SessionLayer};
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! // Each node gets the same member list and cluster secret, and its own node_id.
+//! // Each node gets the same cluster secret, its own node_id, and any members as `seeds`.
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! let mut config = Config::default();
 //! config.cluster_addr = listener.local_addr()?; // no seeds: a one-node cluster of its own
@@ -30,8 +30,8 @@
 //! **Token.** The client carries a session-core id token (`base64url(0x01 ‖ 128-bit id ‖ routing
 //! ‖ HMAC-SHA256/128)`) whose routing bytes are a [`Route`]: the **owner** node id, the session
 //! **version** the client last saw, and the **backup** node ids (10 + 2k bytes). Node ids are
-//! resolved only through the configured membership: a token naming a non-member, or with a bad
-//! MAC, is rejected before any I/O ("no session", zero outbound calls). A client cannot make a
+//! resolved only through the authenticated membership: a token naming a non-member, or with a
+//! bad MAC, is rejected before any I/O ("no session", zero outbound calls). A client cannot make a
 //! node connect anywhere it chooses — the paper's token carried a raw IP, an SSRF hole.
 //!
 //! **Read** (paper step 2). Local copy present, not expired, and at least as new as the token's
@@ -39,7 +39,11 @@
 //! (N = 1), then from the backups if the owner is down or has no fresh copy; the copy is kept.
 //! Because the token carries the version, a node never serves a client a copy older than what
 //! that client already saw, even while asynchronous replication is still in flight
-//! (read-your-writes across nodes, which Tomcat's DeltaManager does not give).
+//! (read-your-writes across nodes, which Tomcat's DeltaManager does not give). When no holder
+//! of a newer copy answers, the read is [`SessionError::Unavailable`](session_core::SessionError)
+//! (503, the client's token untouched), never "no session"; only once membership confirms every
+//! newer holder gone is the newest surviving copy served and re-replicated
+//! ([`OnUnreachable`] chooses to serve the local older copy, marked stale, instead).
 //!
 //! **Write** (paper step 3). A request's [`Delta`](session_core::Delta) is applied locally with
 //! a hybrid-logical-clock [`Stamp`] per key, and the changed keys are pushed to the replicas:
@@ -63,13 +67,29 @@
 //! cycle is effective everywhere when the client sees it; a peer that was unreachable is sent
 //! the live tombstones when it answers again.
 //!
-//! **Failover and repair.** A peer is probed every `heartbeat_interval`; after
-//! `failure_threshold` failed probes, or one failed call confirmed by a direct probe, it is
-//! down. Requests then fetch from a backup (N = 1), and the response re-homes the token (the
-//! serving node becomes owner, backups are refilled). On every membership change the leader of
-//! each session (its owner, or the first live backup) restores it to `k` live copies in the
-//! background; a peer that restarted (detected by its start time) gets its sessions back whole.
-//! A new or restarted node serves at once through lazy fetches; there is no bulk state transfer.
+//! **Membership.** Nodes find each other through [`Config::seeds`] (`host:port`; a DNS name
+//! may resolve to several addresses and is re-resolved every `seed_refresh_interval`) and then
+//! by SWIM gossip ([foca]) over UDP on the cluster port number, every datagram sealed under the
+//! cluster secret: a host without it cannot join, announce itself, or make a member connect
+//! anywhere. A member that crashes is suspected after a failed probe and declared down after
+//! `failure_threshold` probe periods; one that shuts down announces that it leaves. A second
+//! live process claiming a node id is refused at start. Requests for a session whose owner is
+//! down fetch from a backup (N = 1), and the response re-homes the token; with
+//! `replication = k` the leader of each session restores `k` live copies in the background, and
+//! placements move onto new members at most `rebalance_rate` sessions a second, each only once
+//! its new holder acknowledged it.
+//!
+//! **Restarts and anti-entropy.** A starting node serves at once (lazy fetches, no blocking
+//! bulk transfer) and pulls in the background what it should hold from every live holder;
+//! [`InstantCopyNode::readiness`] is ready once that initial sync is done. A graceful
+//! shutdown ([`SessionBackend::shutdown`](session_core::SessionBackend::shutdown)) drains
+//! ([`InstantCopyNode::drain`]): it announces that it leaves and hands every session it
+//! would take with it to the new holders, acknowledged, within `drain_timeout`. Every
+//! `anti_entropy_interval` each pair of members reconciles what it holds by range-based set
+//! reconciliation over (session id, state digest), at a cost that follows the number of
+//! differences, so a replica that missed updates converges without client traffic.
+//!
+//! [foca]: https://docs.rs/foca
 //!
 //! **Expiry** (paper step 4). Each node keeps a deadline-ordered index and its sweeper sleeps
 //! until exactly the next deadline (plus jitter), then drops expired sessions; reads check the
@@ -94,7 +114,8 @@
 //! | `k` / `one` | k, waits for 1 ack | any single crash, with no window |
 //! | `k` / `all` | k, waits for all | k crashes, with no window |
 //!
-//! A full-cluster restart loses every session (they are in memory); use the SQL or Redis
+//! A rolling restart (one node at a time, the next once the previous is ready) loses nothing;
+//! a full-cluster restart loses every session (they are in memory): use the SQL or Redis
 //! backend where that matters.
 
 mod antientropy;
