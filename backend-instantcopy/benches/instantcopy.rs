@@ -246,10 +246,12 @@ fn wire_encoding(c: &mut Criterion) {
         let b = batch(n, full);
         let pc = wire::encode(&b).unwrap();
         let js = serde_json::to_vec(&b).unwrap();
-        let (_, pc_sealed) =
-            seal.seal_request("POST", wire::PATH_PUSH, NodeId(1), NodeId(2), 1, &pc);
-        let (_, js_sealed) =
-            seal.seal_request("POST", wire::PATH_PUSH, NodeId(1), NodeId(2), 1, &js);
+        let pc_sealed = seal
+            .seal_request("POST", wire::PATH_PUSH, NodeId(1), NodeId(2), 1, &pc)
+            .body;
+        let js_sealed = seal
+            .seal_request("POST", wire::PATH_PUSH, NodeId(1), NodeId(2), 1, &js)
+            .body;
         println!(
             "  {label:>22} | {:>6} / {:>6} | {:>6} / {:>6}",
             pc.len(),
@@ -280,7 +282,7 @@ fn wire_encoding(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("json_decode", n), |bn| {
             bn.iter(|| black_box(serde_json::from_slice::<PushBatch>(black_box(&js)).unwrap()))
         });
-        let (_, sealed) = seal.seal_request("POST", wire::PATH_PUSH, NodeId(1), NodeId(2), 1, &pc);
+        let sealed = seal.seal_request("POST", wire::PATH_PUSH, NodeId(1), NodeId(2), 1, &pc);
         g.bench_function(BenchmarkId::new("postcard_seal", n), |bn| {
             bn.iter(|| {
                 black_box(seal.seal_request(
@@ -303,8 +305,9 @@ fn wire_encoding(c: &mut Criterion) {
                             from: Some("1"),
                             to: Some("2"),
                             time: Some("1"),
+                            auth: Some(&sealed.auth),
                         },
-                        black_box(&sealed),
+                        black_box(&sealed.body),
                         1,
                         1_000,
                         NodeId(2),

@@ -18,9 +18,9 @@ use crate::config::{Config, NodeId};
 use crate::faults::Faults;
 use crate::membership::{Identity, Peer};
 use crate::wire::{
-    self, CONTENT_TYPE, FetchRequest, FetchResponse, HDR_FROM, HDR_TIME, HDR_TO, Hello, HelloAck,
-    Leave, PATH_FETCH, PATH_HELLO, PATH_LEAVE, PATH_PING, PATH_PULL, PATH_PUSH, PATH_SYNC,
-    PeerSeal, Pong, Pull, PullResponse, PushAck, PushBatch, SyncRequest, SyncResponse,
+    self, CONTENT_TYPE, FetchRequest, FetchResponse, HDR_AUTH, HDR_FROM, HDR_TIME, HDR_TO, Hello,
+    HelloAck, Leave, PATH_FETCH, PATH_HELLO, PATH_LEAVE, PATH_PING, PATH_PULL, PATH_PUSH,
+    PATH_SYNC, PeerSeal, Pong, Pull, PullResponse, PushAck, PushBatch, SyncRequest, SyncResponse,
 };
 
 /// Why a call to a peer failed.
@@ -99,7 +99,10 @@ impl PeerClient {
             .connect_timeout(config.connect_timeout)
             .timeout(config.request_timeout)
             .pool_max_idle_per_host(4)
-            .pool_idle_timeout(Duration::from_secs(90))
+            // Well inside the peer's `cluster_header_read_timeout` (which also closes idle
+            // kept-alive connections), so this side drops an idle connection before the server
+            // does and never sends a request into one that is being closed.
+            .pool_idle_timeout(config.cluster_header_read_timeout / 2)
             .tcp_nodelay(true)
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
@@ -129,18 +132,19 @@ impl PeerClient {
         }
         let plain = wire::encode(req)?;
         let time = now_millis();
-        let (nonce, sealed) = self
+        let sealed = self
             .seal
             .seal_request("POST", path, self.me, to, time, &plain);
-        let sent = sealed.len();
+        let (nonce, sent) = (sealed.nonce, sealed.body.len());
         let mut resp = self
             .http
             .post(format!("http://{addr}{path}"))
             .header(HDR_FROM, self.me.0.to_string())
             .header(HDR_TO, to.0.to_string())
             .header(HDR_TIME, time.to_string())
+            .header(HDR_AUTH, sealed.auth)
             .header(http::header::CONTENT_TYPE, CONTENT_TYPE)
-            .body(sealed)
+            .body(sealed.body)
             .send()
             .await
             .map_err(|e| {

@@ -221,6 +221,20 @@ pub struct Config {
     pub heartbeat_interval: Duration,
     /// A member that stays suspected for this many probe periods is declared down.
     pub failure_threshold: u32,
+    /// Longest a connection to the cluster port may take to deliver a complete request head
+    /// (also how long an idle kept-alive peer connection stays open): a host that opens
+    /// connections and sends headers byte by byte is cut off after this long.
+    #[serde(with = "humantime_serde")]
+    pub cluster_header_read_timeout: Duration,
+    /// Longest a request on the cluster port may take, body and handler included (408 after).
+    #[serde(with = "humantime_serde")]
+    pub cluster_request_timeout: Duration,
+    /// Longest a cluster-port connection may go without reading or writing a byte.
+    #[serde(with = "humantime_serde")]
+    pub cluster_idle_timeout: Duration,
+    /// Most connections open on the cluster port at once; at the cap it stops accepting until
+    /// one closes.
+    pub cluster_max_connections: usize,
     /// Accepted age of a sealed peer message (and clock skew between nodes).
     #[serde(with = "humantime_serde")]
     pub replay_window: Duration,
@@ -266,6 +280,10 @@ impl Default for Config {
             ack_timeout: Duration::from_secs(1),
             heartbeat_interval: Duration::from_millis(500),
             failure_threshold: 3,
+            cluster_header_read_timeout: Duration::from_secs(5),
+            cluster_request_timeout: Duration::from_secs(30),
+            cluster_idle_timeout: Duration::from_secs(60),
+            cluster_max_connections: 512,
             replay_window: Duration::from_secs(30),
             max_body_bytes: 8 * 1024 * 1024,
             max_batch: 512,
@@ -336,6 +354,16 @@ pub(crate) fn split_host_port(s: &str) -> Result<(&str, u16), String> {
 }
 
 impl Config {
+    /// The cluster port's connection bounds.
+    pub fn cluster_limits(&self) -> session_core::serve::ServeLimits {
+        session_core::serve::ServeLimits {
+            header_read_timeout: self.cluster_header_read_timeout,
+            request_timeout: self.cluster_request_timeout,
+            idle_timeout: self.cluster_idle_timeout,
+            max_connections: self.cluster_max_connections,
+        }
+    }
+
     /// Checks the configuration, naming the first bad field.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.node_id.0 == 0 {
@@ -408,6 +436,15 @@ impl Config {
                 return Err(bad(field, "must be greater than zero"));
             }
         }
+        self.cluster_limits().validate().map_err(|e| {
+            let field = match e.field {
+                "header_read_timeout" => "cluster_header_read_timeout",
+                "request_timeout" => "cluster_request_timeout",
+                "idle_timeout" => "cluster_idle_timeout",
+                _ => "cluster_max_connections",
+            };
+            bad(field, e.problem)
+        })?;
         if self.heartbeat_interval < Duration::from_millis(20) {
             return Err(bad("heartbeat_interval", "must be at least 20ms"));
         }

@@ -78,6 +78,10 @@ pub struct Shared {
     pub policy: ExpiryPolicy,
     pub(crate) signer: TokenSigner,
     pub(crate) seal: Arc<PeerSeal>,
+    /// Nonces of peer requests accepted inside the replay window.
+    pub(crate) replays: crate::replay::ReplayCache,
+    /// Rate limit of the "refused peer request" log line.
+    pub(crate) refusals: crate::server::RefusalLog,
     pub(crate) clock: Clock,
     /// The node's memory.
     pub store: Arc<Store>,
@@ -270,6 +274,8 @@ impl InstantCopyNode {
             clock: Clock::new(config.node_id, config.replay_window),
             signer: TokenSigner::new(tokens),
             seal: seal.clone(),
+            replays: crate::replay::ReplayCache::new(config.replay_window),
+            refusals: crate::server::RefusalLog::default(),
             store: store.clone(),
             members: members.clone(),
             client,
@@ -291,9 +297,11 @@ impl InstantCopyNode {
         let mut handles = Vec::new();
 
         let app = crate::server::router(shared.clone());
+        let shared_limits = shared.config.cluster_limits();
         let stop = cancel.clone();
         handles.push(tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
+            let limits = shared_limits;
+            let serve = session_core::serve::serve(listener, app, limits, stop.cancelled_owned());
             if let Err(e) = serve.await {
                 tracing::error!(error = %e, "cluster port stopped");
             }

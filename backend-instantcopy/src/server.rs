@@ -1,16 +1,20 @@
 //! The cluster port: a separate axum listener that answers peers (fetch, push, ping, hello,
 //! leave, sync, pull) and nobody else.
 //!
-//! Owns the server side of every peer request: authentication first (a request that does not
-//! open under the cluster secret, is addressed to another node or is outside the replay window
-//! gets 401 and changes nothing), then the decode (400 when an authenticated body is garbage),
-//! then the handler.
+//! Owns the server side of every peer request: the head first (a request without a valid head
+//! tag, addressed to another node, outside the replay window or replayed gets 401 before a byte
+//! of its body is read, and changes nothing; refusals are counted and logged at most once a
+//! second), then the body (exactly the declared length, at most `max_body_bytes`, 413 above),
+//! its seal, the decode (400 when an authenticated body is garbage), then the handler. The
+//! listener itself is bounded by `cluster_*` timeouts and a connection cap
+//! (`session_core::serve`).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::Body;
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -19,15 +23,15 @@ use session_core::now_millis;
 use crate::node::Shared;
 use crate::store::Applied;
 use crate::wire::{
-    self, AuthError, CONTENT_TYPE, FetchRequest, FetchResponse, HDR_FROM, HDR_TIME, HDR_TO, Hello,
-    HelloAck, Leave, PATH_FETCH, PATH_HELLO, PATH_LEAVE, PATH_PING, PATH_PULL, PATH_PUSH,
-    PATH_SYNC, Pong, Pull, PullResponse, PushAck, PushBatch, RequestContext, RequestHeaders,
-    SyncRequest, Update,
+    self, AuthError, CONTENT_TYPE, FetchRequest, FetchResponse, HDR_AUTH, HDR_FROM, HDR_TIME,
+    HDR_TO, Hello, HelloAck, Leave, PATH_FETCH, PATH_HELLO, PATH_LEAVE, PATH_PING, PATH_PULL,
+    PATH_PUSH, PATH_SYNC, Pong, Pull, PullResponse, PushAck, PushBatch, RequestContext,
+    RequestHeaders, SyncRequest, Update,
 };
 
-/// The cluster port's routes. Bodies over `max_body_bytes` get 413 before they are read.
+/// The cluster port's routes. A request's head is authenticated before its body is read;
+/// bodies over `max_body_bytes` get 413 before they are read.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
-    let limit = shared.config.max_body_bytes;
     Router::new()
         .route(PATH_FETCH, post(fetch))
         .route(PATH_PUSH, post(push))
@@ -36,20 +40,17 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route(PATH_LEAVE, post(leave))
         .route(PATH_SYNC, post(sync))
         .route(PATH_PULL, post(pull))
-        .layer(DefaultBodyLimit::max(limit))
         .with_state(shared)
 }
 
-/// A request refused as unauthenticated (401), or from a peer whose link is cut in a test.
+/// A request from a peer whose link is cut in a test.
 enum Rejected {
-    Auth,
     Cut,
 }
 
 impl Rejected {
     async fn into_response(self, shared: &Shared) -> Response {
         match self {
-            Rejected::Auth => (StatusCode::UNAUTHORIZED, "unauthenticated").into_response(),
             Rejected::Cut => {
                 // A cut link: the caller must see a timeout, not an answer.
                 tokio::time::sleep(shared.config.request_timeout * 2).await;
@@ -59,38 +60,90 @@ impl Rejected {
     }
 }
 
-fn open(
+/// Logs refused peer requests at most once a second (with how many were not logged), so a
+/// flood of forged requests cannot flood the log; every one is still counted in
+/// `auth_failures_total`.
+#[derive(Debug, Default)]
+pub(crate) struct RefusalLog {
+    last_ms: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl RefusalLog {
+    fn refused(&self, e: &AuthError, path: &str) {
+        let now = now_millis();
+        let last = self.last_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= 1_000
+            && self
+                .last_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
+            tracing::warn!(error = %e, path, suppressed, "refused unauthenticated peer request");
+        } else {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Authenticates a request's head, then (only then) reads and opens its body: a host without
+/// the cluster secret costs one short HMAC and a 401, never a buffered body or a decryption.
+async fn open(
     shared: &Shared,
     path: &str,
     headers: &HeaderMap,
-    body: &[u8],
-) -> Result<(RequestContext, Vec<u8>), Rejected> {
+    body: Body,
+) -> Result<(RequestContext, Vec<u8>), Response> {
     let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let me = shared.config.node_id;
-    let (ctx, plain) = shared
+    let refuse = |e: AuthError| {
+        shared.metrics.auth_failures.inc();
+        shared.refusals.refused(&e, path);
+        (StatusCode::UNAUTHORIZED, "unauthenticated").into_response()
+    };
+    let Some(len) = h(header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<u64>().ok()) else {
+        return Err((StatusCode::LENGTH_REQUIRED, "content-length required").into_response());
+    };
+    let now = now_millis();
+    let head = shared
         .seal
-        .open_request(
+        .check_head(
             "POST",
             path,
             RequestHeaders {
                 from: h(HDR_FROM),
                 to: h(HDR_TO),
                 time: h(HDR_TIME),
+                auth: h(HDR_AUTH),
             },
-            body,
-            now_millis(),
+            len,
+            now,
             shared.config.replay_window.as_millis() as u64,
             me,
             path == PATH_HELLO,
         )
-        .map_err(|e: AuthError| {
-            shared.metrics.auth_failures.inc();
-            tracing::warn!(error = %e, path, "refused unauthenticated peer request");
-            Rejected::Auth
-        })?;
-    if shared.faults.drops_from(ctx.from) {
-        return Err(Rejected::Cut);
+        .map_err(refuse)?;
+    if !shared.replays.first_time(head.nonce, now) {
+        return Err(refuse(AuthError::Replay));
     }
+    if shared.faults.drops_from(head.from) {
+        return Err(Rejected::Cut.into_response(shared).await);
+    }
+    let Ok(len) = usize::try_from(len) else {
+        return Err(StatusCode::PAYLOAD_TOO_LARGE.into_response());
+    };
+    if len > shared.config.max_body_bytes {
+        return Err(StatusCode::PAYLOAD_TOO_LARGE.into_response());
+    }
+    let bytes = match axum::body::to_bytes(body, len).await {
+        Ok(b) => b,
+        Err(e) => return Err(bad_request(shared, "body", e)),
+    };
+    let (ctx, plain) = shared
+        .seal
+        .open_body("POST", path, &head, &bytes)
+        .map_err(refuse)?;
     if let Some(peer) = shared.members.get(ctx.from) {
         shared.members.member_answered(&peer);
     }
@@ -124,12 +177,9 @@ async fn accept<T: serde::de::DeserializeOwned>(
     path: &'static str,
     what: &'static str,
     headers: &HeaderMap,
-    body: &[u8],
+    body: Body,
 ) -> Result<(RequestContext, T), Response> {
-    let (ctx, plain) = match open(shared, path, headers, body) {
-        Ok(x) => x,
-        Err(r) => return Err(r.into_response(shared).await),
-    };
+    let (ctx, plain) = open(shared, path, headers, body).await?;
     match wire::decode(&plain) {
         Ok(req) => Ok((ctx, req)),
         Err(e) => Err(bad_request(shared, what, e)),
@@ -150,9 +200,9 @@ fn lookup(shared: &Shared, id: &session_core::SessionId) -> FetchResponse {
         .map_or(FetchResponse::NotFound, FetchResponse::Found)
 }
 
-async fn fetch(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn fetch(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
     let (ctx, req) =
-        match accept::<FetchRequest>(&shared, PATH_FETCH, "fetch request", &headers, &body).await {
+        match accept::<FetchRequest>(&shared, PATH_FETCH, "fetch request", &headers, body).await {
             Ok(x) => x,
             Err(r) => return r,
         };
@@ -160,9 +210,9 @@ async fn fetch(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byte
     reply(&shared, &ctx, &lookup(&shared, &req.id))
 }
 
-async fn push(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn push(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
     let (ctx, batch) =
-        match accept::<PushBatch>(&shared, PATH_PUSH, "push batch", &headers, &body).await {
+        match accept::<PushBatch>(&shared, PATH_PUSH, "push batch", &headers, body).await {
             Ok(x) => x,
             Err(r) => return r,
         };
@@ -188,8 +238,8 @@ async fn push(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
     reply(&shared, &ctx, &PushAck { need_full, gone })
 }
 
-async fn ping(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    let (ctx, ()) = match accept::<()>(&shared, PATH_PING, "ping", &headers, &body).await {
+async fn ping(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
+    let (ctx, ()) = match accept::<()>(&shared, PATH_PING, "ping", &headers, body).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -204,8 +254,8 @@ async fn ping(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
     )
 }
 
-async fn hello(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    let (ctx, req) = match accept::<Hello>(&shared, PATH_HELLO, "hello", &headers, &body).await {
+async fn hello(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
+    let (ctx, req) = match accept::<Hello>(&shared, PATH_HELLO, "hello", &headers, body).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -231,8 +281,8 @@ async fn hello(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byte
     )
 }
 
-async fn leave(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    let (ctx, req) = match accept::<Leave>(&shared, PATH_LEAVE, "leave", &headers, &body).await {
+async fn leave(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
+    let (ctx, req) = match accept::<Leave>(&shared, PATH_LEAVE, "leave", &headers, body).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -243,9 +293,9 @@ async fn leave(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byte
     reply(&shared, &ctx, &())
 }
 
-async fn sync(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn sync(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
     let (ctx, req) =
-        match accept::<SyncRequest>(&shared, PATH_SYNC, "sync request", &headers, &body).await {
+        match accept::<SyncRequest>(&shared, PATH_SYNC, "sync request", &headers, body).await {
             Ok(x) => x,
             Err(r) => return r,
         };
@@ -262,8 +312,8 @@ async fn sync(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
     }
 }
 
-async fn pull(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    let (ctx, req) = match accept::<Pull>(&shared, PATH_PULL, "pull", &headers, &body).await {
+async fn pull(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
+    let (ctx, req) = match accept::<Pull>(&shared, PATH_PULL, "pull", &headers, body).await {
         Ok(x) => x,
         Err(r) => return r,
     };

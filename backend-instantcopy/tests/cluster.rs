@@ -292,6 +292,31 @@ async fn raw(
     req.send().await.unwrap().status().as_u16()
 }
 
+/// Sends only a request head declaring a `len`-byte body, never the body, and returns the
+/// status the node answers with: proof that it decided without reading the body.
+async fn head_only(
+    addr: std::net::SocketAddr,
+    path: &str,
+    headers: &[(&str, String)],
+    len: usize,
+) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut head = format!("POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {len}\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("the node answered without waiting for the body")
+        .unwrap();
+    let line = String::from_utf8_lossy(&buf[..n]);
+    line.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
 fn full_state(id: SessionId) -> Update {
     let s = SessionState::create(
         id,
@@ -323,55 +348,75 @@ async fn cluster_port_refuses_unauthenticated_stale_and_malformed_requests() {
     let seal = PeerSeal::new(c.keys());
     let now = now_millis();
     let to = NodeId(1);
-    let hdrs = |from: u16, t: u64| {
+    let hdrs = |from: u16, t: u64, auth: &str| {
         vec![
             (wire::HDR_FROM, from.to_string()),
             (wire::HDR_TO, "1".to_string()),
             (wire::HDR_TIME, t.to_string()),
+            (wire::HDR_AUTH, auth.to_string()),
         ]
+    };
+    let send = |path: &'static str, h: Vec<(&'static str, String)>, body: Vec<u8>| async move {
+        raw(addr, path, &h, body).await
     };
 
     // No authentication at all.
     assert_eq!(raw(addr, wire::PATH_PUSH, &[], body.clone()).await, 401);
     // Sealed with another cluster's secret.
     let other = PeerSeal::new(&KeyRing::generate());
-    let (_, sealed) = other.seal_request("POST", wire::PATH_PUSH, NodeId(2), to, now, &body);
-    assert_eq!(raw(addr, wire::PATH_PUSH, &hdrs(2, now), sealed).await, 401);
+    let r = other.seal_request("POST", wire::PATH_PUSH, NodeId(2), to, now, &body);
+    assert_eq!(
+        send(wire::PATH_PUSH, hdrs(2, now, &r.auth), r.body).await,
+        401
+    );
     // Right secret, but sealed for another path (replayed to a different endpoint).
-    let (_, sealed) = seal.seal_request("POST", wire::PATH_FETCH, NodeId(2), to, now, &body);
-    assert_eq!(raw(addr, wire::PATH_PUSH, &hdrs(2, now), sealed).await, 401);
+    let r = seal.seal_request("POST", wire::PATH_FETCH, NodeId(2), to, now, &body);
+    assert_eq!(
+        send(wire::PATH_PUSH, hdrs(2, now, &r.auth), r.body).await,
+        401
+    );
     // Right secret, outside the replay window (a captured request replayed a minute later).
     let old = now - 60_000;
-    let (_, sealed) = seal.seal_request("POST", wire::PATH_PUSH, NodeId(2), to, old, &body);
-    assert_eq!(raw(addr, wire::PATH_PUSH, &hdrs(2, old), sealed).await, 401);
+    let r = seal.seal_request("POST", wire::PATH_PUSH, NodeId(2), to, old, &body);
+    assert_eq!(
+        send(wire::PATH_PUSH, hdrs(2, old, &r.auth), r.body).await,
+        401
+    );
     // Claiming to be the receiver itself, or node 0.
     for from in [1, 0] {
-        let (_, sealed) = seal.seal_request("POST", wire::PATH_PUSH, NodeId(from), to, now, &body);
+        let r = seal.seal_request("POST", wire::PATH_PUSH, NodeId(from), to, now, &body);
         assert_eq!(
-            raw(addr, wire::PATH_PUSH, &hdrs(from, now), sealed).await,
+            send(wire::PATH_PUSH, hdrs(from, now, &r.auth), r.body).await,
             401
         );
     }
     // Sealed for node 2 (a request captured on its way there), replayed to node 1.
-    let (_, sealed) = seal.seal_request("POST", wire::PATH_PUSH, NodeId(3), NodeId(2), now, &body);
-    let mut for_two = hdrs(3, now);
+    let r = seal.seal_request("POST", wire::PATH_PUSH, NodeId(3), NodeId(2), now, &body);
+    let mut for_two = hdrs(3, now, &r.auth);
     for_two[1].1 = "2".into();
+    assert_eq!(send(wire::PATH_PUSH, for_two, r.body.clone()).await, 401);
+    // ... even with the recipient header rewritten: the tag and the seal bind it.
     assert_eq!(
-        raw(addr, wire::PATH_PUSH, &for_two, sealed.clone()).await,
+        send(wire::PATH_PUSH, hdrs(3, now, &r.auth), r.body).await,
         401
     );
-    // ... even with the recipient header rewritten: the seal binds it.
-    assert_eq!(raw(addr, wire::PATH_PUSH, &hdrs(3, now), sealed).await, 401);
+    // A valid head with a body that does not match it (another request's body).
+    let r = seal.seal_request("POST", wire::PATH_PUSH, NodeId(2), to, now, &body);
+    let r2 = seal.seal_request("POST", wire::PATH_PUSH, NodeId(2), to, now, &body);
+    assert_eq!(
+        send(wire::PATH_PUSH, hdrs(2, now, &r.auth), r2.body).await,
+        401
+    );
     assert_eq!(
         target.sessions_held(),
         0,
         "refused requests changed nothing"
     );
     let m = &target.shared().metrics;
-    assert_eq!(m.auth_failures.get(), 8);
+    assert_eq!(m.auth_failures.get(), 9);
 
     // Authenticated garbage: 400, nothing changes.
-    let (_, sealed) = seal.seal_request(
+    let r = seal.seal_request(
         "POST",
         wire::PATH_PUSH,
         NodeId(2),
@@ -379,16 +424,44 @@ async fn cluster_port_refuses_unauthenticated_stale_and_malformed_requests() {
         now,
         b"\xff\xff\xff\xff\xff",
     );
-    assert_eq!(raw(addr, wire::PATH_PUSH, &hdrs(2, now), sealed).await, 400);
-    // Oversized: 413 before the body is even opened.
+    assert_eq!(
+        send(wire::PATH_PUSH, hdrs(2, now, &r.auth), r.body).await,
+        400
+    );
+    // Oversized: unauthenticated is 401 and authenticated is 413, both before the body is read.
     let big = vec![0u8; target.shared().config.max_body_bytes + 1];
-    assert_eq!(raw(addr, wire::PATH_PUSH, &hdrs(2, now), big).await, 413);
+    assert_eq!(
+        head_only(addr, wire::PATH_PUSH, &hdrs(2, now, "x"), big.len()).await,
+        401
+    );
+    let r = seal.seal_request("POST", wire::PATH_PUSH, NodeId(2), to, now, &big[28..]);
+    assert_eq!(r.body.len(), big.len());
+    assert_eq!(
+        head_only(addr, wire::PATH_PUSH, &hdrs(2, now, &r.auth), big.len()).await,
+        413
+    );
+    // A stranger's head declaring a large body is refused the same way: nothing is buffered.
+    let r = other.seal_request("POST", wire::PATH_PUSH, NodeId(2), to, now, &big[28..]);
+    assert_eq!(
+        head_only(addr, wire::PATH_PUSH, &hdrs(2, now, &r.auth), big.len()).await,
+        401
+    );
     assert_eq!(target.sessions_held(), 0);
 
-    // The same push, properly sealed, is applied.
-    let (_, sealed) = seal.seal_request("POST", wire::PATH_PUSH, NodeId(2), to, now, &body);
-    assert_eq!(raw(addr, wire::PATH_PUSH, &hdrs(2, now), sealed).await, 200);
+    // The same push, properly sealed, is applied; sent again (a replay inside the window),
+    // it is refused.
+    let r = seal.seal_request("POST", wire::PATH_PUSH, NodeId(2), to, now, &body);
+    assert_eq!(
+        send(wire::PATH_PUSH, hdrs(2, now, &r.auth), r.body.clone()).await,
+        200
+    );
     assert_eq!(target.sessions_held(), 1);
+    let before = m.auth_failures.get();
+    assert_eq!(
+        send(wire::PATH_PUSH, hdrs(2, now, &r.auth), r.body).await,
+        401
+    );
+    assert_eq!(m.auth_failures.get(), before + 1, "the replay is counted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -473,4 +546,58 @@ async fn a_restarted_node_rejoins_and_serves() {
         Some(2),
         "its writes replicate"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_connections_on_the_cluster_port_are_cut_off_and_peers_keep_working() {
+    let c = LocalCluster::start_custom(
+        2,
+        2,
+        Discovery::StaticMembers,
+        ExpiryPolicy::default(),
+        |cfg| {
+            cfg.cluster_header_read_timeout = Duration::from_secs(1);
+            cfg.cluster_max_connections = 64;
+        },
+    )
+    .await
+    .unwrap();
+    assert!(c.wait_ready(Duration::from_secs(5)).await);
+    let addr = c.instance(0).unwrap().cluster_addr();
+    // Slowloris: connections that send half a request head and then nothing.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut slow = Vec::new();
+    for _ in 0..40 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"POST /ic/v1/push HTTP/1.1\r\nhost: x\r\nx-ic-from: 2\r\n")
+            .await
+            .unwrap();
+        slow.push(s);
+    }
+    // Peers still work beside them: a write on node 2 reaches node 1.
+    let t = write(&c.node(1), None, "k", 7).await;
+    c.settle().await;
+    assert_eq!(c.instance(0).unwrap().sessions_held(), 1);
+    // After the header-read timeout every slow connection has been closed by the node.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let mut closed = 0;
+    for s in &mut slow {
+        let mut buf = [0u8; 256];
+        match tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await {
+            // Closed (EOF or reset), possibly after a 408 the node wrote first.
+            Ok(Ok(0)) | Ok(Err(_)) => closed += 1,
+            Ok(Ok(_)) => {
+                if matches!(
+                    tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await,
+                    Ok(Ok(0)) | Ok(Err(_))
+                ) {
+                    closed += 1;
+                }
+            }
+            Err(_) => {}
+        }
+    }
+    assert_eq!(closed, slow.len(), "slow connections still open");
+    let s = Session::new(c.node(0), Some(t));
+    assert_eq!(s.get::<i64>("k").await.unwrap(), Some(7));
 }

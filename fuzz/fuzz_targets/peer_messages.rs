@@ -7,8 +7,8 @@
 //! than "expired, ignored"). What the store then holds must survive a full-state round trip and
 //! merging its own full state must change nothing. Real encoded messages with bytes overwritten
 //! by the input go through the same checks, to reach the merge with nearly valid messages. The
-//! input is also fed to the seal, as a sealed request (with headers taken from the input) and
-//! as a sealed response.
+//! input is also fed to the seal, as a request head (sender, time and head tag taken from the
+//! input: none may verify), as a sealed request, and as a sealed response.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -246,11 +246,30 @@ fuzz_target!(|data: &[u8]| {
     // The seal: headers and a time window from the first bytes, the rest as the body.
     if let [a, b, w, rest @ ..] = data {
         let (from, rest) = rest.split_at((*a as usize % 8).min(rest.len()));
-        let (time, body) = rest.split_at((*b as usize % 24).min(rest.len()));
+        let (time, rest) = rest.split_at((*b as usize % 24).min(rest.len()));
+        // The head tag (`x-ic-auth`) from the input too: 38 characters when well formed.
+        let (auth, body) = rest.split_at((*w as usize % 48).min(rest.len()));
         let from = std::str::from_utf8(from).ok();
         let time = std::str::from_utf8(time).ok();
+        let auth = std::str::from_utf8(auth).ok();
         let now = time.and_then(|t| t.parse::<u64>().ok()).unwrap_or(0);
         for path in [PATH_PUSH, PATH_FETCH] {
+            let head = seal().check_head(
+                "POST",
+                path,
+                RequestHeaders {
+                    from,
+                    to: Some("1"),
+                    time,
+                    auth,
+                },
+                body.len() as u64,
+                now,
+                u64::from(*w),
+                NodeId(1),
+                false,
+            );
+            assert!(head.is_err(), "only a head the seal produced verifies");
             let opened = seal().open_request(
                 "POST",
                 path,
@@ -258,6 +277,7 @@ fuzz_target!(|data: &[u8]| {
                     from,
                     to: Some("1"),
                     time,
+                    auth,
                 },
                 body,
                 now,
@@ -286,7 +306,8 @@ fuzz_target!(|data: &[u8]| {
         let nonce: [u8; 12] = std::array::from_fn(|i| data.get(i).copied().unwrap_or(0));
         assert!(seal().open_response(&nonce, body).is_err());
         // A real sealed body opens to itself, and with any byte changed does not.
-        let (n, sealed) = seal().seal_request("POST", PATH_PUSH, NodeId(2), NodeId(1), now, body);
+        let r = seal().seal_request("POST", PATH_PUSH, NodeId(2), NodeId(1), now, body);
+        let (n, sealed) = (r.nonce, r.body);
         let time = now.to_string();
         let open = |bytes: &[u8]| {
             seal().open_request(
@@ -296,6 +317,7 @@ fuzz_target!(|data: &[u8]| {
                     from: Some("2"),
                     to: Some("1"),
                     time: Some(&time),
+                    auth: Some(&r.auth),
                 },
                 bytes,
                 now,
