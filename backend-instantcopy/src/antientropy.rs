@@ -30,7 +30,7 @@ use crate::membership::Peer;
 use crate::metrics::Count;
 use crate::node::Shared;
 use crate::state::SessionState;
-use crate::wire::{FetchResponse, PushBatch, SyncRequest, SyncScope, Update};
+use crate::wire::{FetchResponse, SyncRequest, SyncScope, Update};
 
 /// Largest reconciliation message (negentropy splits larger exchanges into more rounds).
 const FRAME_LIMIT: u64 = 128 * 1024;
@@ -324,17 +324,22 @@ async fn push_items(shared: &Shared, peer: &Arc<Peer>, items: &[Id]) -> Result<u
         }
     }
     let mut pushed = 0;
-    for chunk in updates.chunks(shared.config.max_batch) {
-        let batch = PushBatch {
-            updates: chunk.to_vec(),
-        };
+    let config = &shared.config;
+    let (batches, oversized) = crate::wire::push_batches(
+        updates,
+        config.max_batch,
+        config.max_batch_bytes(),
+        config.max_body_bytes,
+    );
+    shared.replicator.oversized.add(oversized.len() as u64);
+    for batch in batches {
         let reply = shared.client.push(peer, &batch).await?;
         shared
             .sync_counters
             .repair_bytes
             .add((reply.sent + reply.received) as u64);
-        pushed += chunk.len();
-        shared.sync_counters.pushed.add(chunk.len() as u64);
+        pushed += batch.updates.len();
+        shared.sync_counters.pushed.add(batch.updates.len() as u64);
         tokio::task::yield_now().await;
     }
     Ok(pushed)
@@ -347,7 +352,9 @@ async fn pull_items(shared: &Shared, peer: &Arc<Peer>, items: &[Id]) -> Result<u
     ids.dedup();
     ids.retain(|id| !shared.store.is_destroyed(id));
     let mut pulled = 0;
-    for chunk in ids.chunks(shared.config.max_batch) {
+    let mut rest: &[SessionId] = &ids;
+    while !rest.is_empty() {
+        let chunk = &rest[..rest.len().min(shared.config.max_batch)];
         let reply = shared.client.pull(peer, chunk.to_vec()).await?;
         shared
             .sync_counters
@@ -371,6 +378,10 @@ async fn pull_items(shared: &Shared, peer: &Arc<Peer>, items: &[Id]) -> Result<u
             }
         }
         shared.sync_counters.pulled.add((pulled - before) as u64);
+        // The peer answers at most what fits half its body limit; ask again for the rest
+        // (at least one id is always answered, so this ends).
+        let answered = resp.sessions.len().clamp(1, chunk.len());
+        rest = &rest[answered..];
         tokio::task::yield_now().await;
     }
     Ok(pulled)

@@ -238,9 +238,13 @@ pub struct Config {
     /// Accepted age of a sealed peer message (and clock skew between nodes).
     #[serde(with = "humantime_serde")]
     pub replay_window: Duration,
-    /// Largest peer request or response body.
+    /// Largest peer request or response body (the same on every node). Push batches and pull
+    /// responses stay under half of it; a session whose encoding exceeds it cannot be
+    /// replicated (counted in `oversized_updates_total`), so keep it well above the session
+    /// layer's `max_bytes`.
     pub max_body_bytes: usize,
-    /// Most updates sent to one peer in one batch (also the batch size of syncs and drains).
+    /// Most updates sent to one peer in one batch (also the batch size of syncs and drains);
+    /// batches are also cut at half of `max_body_bytes`.
     pub max_batch: usize,
     /// Updates queued per peer before writers wait (backpressure).
     pub queue_capacity: usize,
@@ -285,7 +289,7 @@ impl Default for Config {
             cluster_idle_timeout: Duration::from_secs(60),
             cluster_max_connections: 512,
             replay_window: Duration::from_secs(30),
-            max_body_bytes: 8 * 1024 * 1024,
+            max_body_bytes: 2 * 1024 * 1024,
             max_batch: 512,
             queue_capacity: 16_384,
             sweep_jitter: Duration::from_millis(250),
@@ -354,6 +358,13 @@ pub(crate) fn split_host_port(s: &str) -> Result<(&str, u16), String> {
 }
 
 impl Config {
+    /// The encoded bytes a push batch or a pull response aims to stay under: half of
+    /// `max_body_bytes`, so any update that fits the body limit at all still fits a batch of
+    /// its own.
+    pub fn max_batch_bytes(&self) -> usize {
+        self.max_body_bytes / 2
+    }
+
     /// The cluster port's connection bounds.
     pub fn cluster_limits(&self) -> session_core::serve::ServeLimits {
         session_core::serve::ServeLimits {

@@ -136,6 +136,11 @@ pub(crate) fn snapshot(s: &Shared) -> Counters {
             &m.updates_received,
         ),
         Metric::counter(
+            "oversized_updates_total",
+            "Session updates not replicated: their encoding alone exceeds max_body_bytes",
+            s.replicator.oversized.get(),
+        ),
+        Metric::counter(
             "full_resends_total",
             "Updates re-sent whole because the peer had no copy",
             s.replicator.full_resends.get(),

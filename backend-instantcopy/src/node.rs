@@ -115,6 +115,12 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
+    /// Session updates never sent because their encoding alone exceeds `max_body_bytes`
+    /// (`oversized_updates_total`).
+    pub fn oversized_updates(&self) -> u64 {
+        self.replicator.oversized.get()
+    }
+
     /// Advances the clock past a peer's stamps (counting implausibly future ones).
     pub(crate) fn observe(&self, w: &WireState) {
         let max = w
@@ -265,8 +271,7 @@ impl InstantCopyNode {
             store.clone(),
             gossip_tx.clone(),
             faults.clone(),
-            config.max_batch,
-            config.ack_timeout,
+            &config,
             resync.clone(),
         ));
         let gossip_counters = Arc::new(GossipCounters::default());

@@ -55,11 +55,17 @@ pub(crate) struct Replicator {
     pub(crate) gossip: mpsc::UnboundedSender<GossipCmd>,
     pub(crate) faults: Arc<Faults>,
     pub(crate) max_batch: usize,
+    /// Encoded bytes a batch aims to stay under ([`Config::max_batch_bytes`](crate::Config::max_batch_bytes)).
+    pub(crate) max_batch_bytes: usize,
+    /// Largest body a peer accepts.
+    pub(crate) max_body: usize,
     pub(crate) enqueue_timeout: Duration,
     /// Time from queuing an update to the peer's acknowledgement.
     pub(crate) lag: Histogram,
     /// Updates re-sent whole because the receiver had no copy.
     pub(crate) full_resends: Count,
+    /// Updates never sent because their encoding alone exceeds a peer's body limit.
+    pub(crate) oversized: Count,
     /// Woken when an update could not be delivered: anti-entropy should visit that peer soon.
     pub(crate) resync: Arc<tokio::sync::Notify>,
     in_flight: AtomicU64,
@@ -81,8 +87,7 @@ impl Replicator {
         store: Arc<Store>,
         gossip: mpsc::UnboundedSender<GossipCmd>,
         faults: Arc<Faults>,
-        max_batch: usize,
-        enqueue_timeout: Duration,
+        config: &crate::Config,
         resync: Arc<tokio::sync::Notify>,
     ) -> Self {
         Replicator {
@@ -91,10 +96,13 @@ impl Replicator {
             store,
             gossip,
             faults,
-            max_batch,
-            enqueue_timeout,
+            max_batch: config.max_batch,
+            max_batch_bytes: config.max_batch_bytes(),
+            max_body: config.max_body_bytes,
+            enqueue_timeout: config.ack_timeout,
             lag: Histogram::default(),
             full_resends: Count::default(),
+            oversized: Count::default(),
             resync,
             in_flight: AtomicU64::new(0),
         }
@@ -214,7 +222,53 @@ impl Replicator {
         let count = updates.len() as u64;
         let mut failed: Vec<SessionId> = Vec::new();
         let mut gone: Vec<SessionId> = Vec::new();
-        let batch = PushBatch { updates };
+        let (batches, oversized) =
+            crate::wire::push_batches(updates, self.max_batch, self.max_batch_bytes, self.max_body);
+        for u in &oversized {
+            self.oversized.inc();
+            tracing::error!(
+                session = %u.id().log_hash(),
+                peer = %peer.id,
+                max_body_bytes = self.max_body,
+                "a session update is larger than a peer accepts; it is not replicated"
+            );
+            failed.push(u.id());
+        }
+        let mut ok = true;
+        for batch in batches {
+            let (sent, batch_failed, batch_gone) = self.push_one(peer, batch).await;
+            ok &= sent;
+            failed.extend(batch_failed);
+            gone.extend(batch_gone);
+        }
+        peer.push_updates.add(count);
+        if !ok || !failed.is_empty() {
+            peer.needs_resync.store(true, Ordering::Release);
+            self.resync.notify_one();
+        }
+        for (id, tx, at) in acks {
+            let delivery = if failed.contains(&id) {
+                Delivery::Failed
+            } else if gone.contains(&id) {
+                Delivery::Gone
+            } else {
+                self.lag.record(at.elapsed());
+                Delivery::Applied
+            };
+            let _ = tx.send(delivery);
+        }
+    }
+
+    /// Pushes one batch (and, if the peer asks, the whole state of sessions it lacked).
+    /// Returns whether the batch was delivered, the sessions not delivered, and those the
+    /// peer reported destroyed.
+    async fn push_one(
+        &self,
+        peer: &Arc<Peer>,
+        batch: PushBatch,
+    ) -> (bool, Vec<SessionId>, Vec<SessionId>) {
+        let mut failed: Vec<SessionId> = Vec::new();
+        let mut gone: Vec<SessionId> = Vec::new();
         let ok = match self.push(peer, &batch).await {
             Ok(ack) => {
                 gone = ack.gone;
@@ -248,10 +302,18 @@ impl Replicator {
                                 .filter(|id| self.store.read(id, |_| ()).is_none()),
                         );
                     }
-                    if !full.is_empty() {
-                        match self.push(peer, &PushBatch { updates: full }).await {
+                    let (batches, oversized) = crate::wire::push_batches(
+                        full,
+                        self.max_batch,
+                        self.max_batch_bytes,
+                        self.max_body,
+                    );
+                    self.oversized.add(oversized.len() as u64);
+                    failed.extend(oversized.iter().map(Update::id));
+                    for whole in batches {
+                        match self.push(peer, &whole).await {
                             Ok(second) => gone.extend(second.gone),
-                            Err(_) => failed.extend(ack.need_full.iter().copied()),
+                            Err(_) => failed.extend(whole.updates.iter().map(Update::id)),
                         }
                     }
                 }
@@ -259,22 +321,10 @@ impl Replicator {
             }
             Err(_) => false,
         };
-        peer.push_updates.add(count);
-        if !ok || !failed.is_empty() {
-            peer.needs_resync.store(true, Ordering::Release);
-            self.resync.notify_one();
+        if !ok {
+            failed.extend(batch.updates.iter().map(Update::id));
         }
-        for (id, tx, at) in acks {
-            let delivery = if !ok || failed.contains(&id) {
-                Delivery::Failed
-            } else if gone.contains(&id) {
-                Delivery::Gone
-            } else {
-                self.lag.record(at.elapsed());
-                Delivery::Applied
-            };
-            let _ = tx.send(delivery);
-        }
+        (ok, failed, gone)
     }
 
     async fn push(&self, peer: &Arc<Peer>, batch: &PushBatch) -> Result<PushAck, CallError> {

@@ -320,9 +320,27 @@ async fn pull(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body)
     if req.ids.len() > shared.config.max_batch {
         return bad_request(&shared, "pull", "more ids than max_batch");
     }
-    let sessions = req.ids.iter().map(|id| lookup(&shared, id)).collect();
-    let tombstones = req
-        .ids
+    // Answer in order until half the body limit is used (always at least one, unless it
+    // alone is over the limit); the puller asks again for the ids not answered.
+    let budget = shared.config.max_batch_bytes();
+    let mut bytes = 0usize;
+    let mut sessions = Vec::with_capacity(req.ids.len());
+    for id in &req.ids {
+        let found = lookup(&shared, id);
+        let size = postcard::experimental::serialized_size(&found).unwrap_or(usize::MAX);
+        if !sessions.is_empty() && bytes.saturating_add(size) > budget {
+            break;
+        }
+        if size.saturating_add(1024) > shared.config.max_body_bytes {
+            // Cannot be sent at all: answer it as absent rather than fail every pull of it.
+            shared.replicator.oversized.inc();
+            sessions.push(FetchResponse::NotFound);
+            continue;
+        }
+        bytes = bytes.saturating_add(size);
+        sessions.push(found);
+    }
+    let tombstones = req.ids[..sessions.len()]
         .iter()
         .map(|id| shared.store.tombstone_until(id).unwrap_or(0))
         .collect();

@@ -199,6 +199,47 @@ pub struct Pong {
     pub sessions: u64,
 }
 
+/// Bytes a push batch adds around its updates (length prefix), plus the seal, with margin.
+const BATCH_OVERHEAD: usize = 64;
+
+/// Splits updates into push batches of at most `max_items` updates and about `max_bytes`
+/// encoded bytes each (a single update larger than `max_bytes` goes alone), so a batch never
+/// grows past what the receiver accepts and one large session cannot fail the updates of
+/// hundreds of others with it. Updates that could not be sent even alone (their encoding
+/// exceeds `max_body`) are returned apart: they are never sent.
+pub fn push_batches(
+    updates: Vec<Update>,
+    max_items: usize,
+    max_bytes: usize,
+    max_body: usize,
+) -> (Vec<PushBatch>, Vec<Update>) {
+    let mut batches = Vec::new();
+    let mut oversized = Vec::new();
+    let mut current: Vec<Update> = Vec::new();
+    let mut bytes = BATCH_OVERHEAD;
+    for u in updates {
+        let size = postcard::experimental::serialized_size(&u).unwrap_or(usize::MAX);
+        if size.saturating_add(BATCH_OVERHEAD) > max_body {
+            oversized.push(u);
+            continue;
+        }
+        if !current.is_empty()
+            && (current.len() >= max_items.max(1) || bytes.saturating_add(size) > max_bytes)
+        {
+            batches.push(PushBatch {
+                updates: std::mem::take(&mut current),
+            });
+            bytes = BATCH_OVERHEAD;
+        }
+        bytes = bytes.saturating_add(size);
+        current.push(u);
+    }
+    if !current.is_empty() {
+        batches.push(PushBatch { updates: current });
+    }
+    (batches, oversized)
+}
+
 /// Encodes a message with postcard.
 pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, postcard::Error> {
     postcard::to_stdvec(msg)
@@ -212,6 +253,42 @@ pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, postcard::Er
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn destroy(i: u8) -> Update {
+        let mut b = [0u8; 16];
+        b[0] = i;
+        Update::Destroy {
+            id: SessionId::from_bytes(b),
+            until: 1,
+        }
+    }
+
+    #[test]
+    fn push_batches_are_cut_by_count_and_by_bytes() {
+        let updates: Vec<Update> = (0..10).map(destroy).collect();
+        let one = postcard::experimental::serialized_size(&updates[0]).unwrap();
+        // By count.
+        let (b, over) = push_batches(updates.clone(), 4, usize::MAX, usize::MAX);
+        assert_eq!(
+            b.iter().map(|b| b.updates.len()).collect::<Vec<_>>(),
+            [4, 4, 2]
+        );
+        assert!(over.is_empty());
+        // By bytes: room for three updates per batch.
+        let budget = BATCH_OVERHEAD + 3 * one;
+        let (b, _) = push_batches(updates.clone(), 100, budget, usize::MAX);
+        assert_eq!(
+            b.iter().map(|b| b.updates.len()).collect::<Vec<_>>(),
+            [3, 3, 3, 1]
+        );
+        for batch in &b {
+            assert!(encode(batch).unwrap().len() <= budget);
+        }
+        // Nothing fits the body at all: everything is returned apart, nothing sent.
+        let (b, over) = push_batches(updates, 100, budget, one);
+        assert!(b.is_empty());
+        assert_eq!(over.len(), 10);
+    }
 
     #[test]
     fn garbage_never_panics_the_decoder() {

@@ -601,3 +601,79 @@ async fn slow_connections_on_the_cluster_port_are_cut_off_and_peers_keep_working
     let s = Session::new(c.node(0), Some(t));
     assert_eq!(s.get::<i64>("k").await.unwrap(), Some(7));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_cut_by_bytes_and_an_oversized_session_fails_alone() {
+    // Peer bodies of at most 64 KiB: 20 sessions of 20 KiB are 400 KiB together.
+    let c = LocalCluster::start_custom(
+        2,
+        2,
+        Discovery::StaticMembers,
+        ExpiryPolicy::default(),
+        |cfg| {
+            cfg.max_body_bytes = 64 * 1024;
+            cfg.anti_entropy_interval = Duration::from_secs(600);
+        },
+    )
+    .await
+    .unwrap();
+    assert!(c.wait_ready(Duration::from_secs(5)).await);
+    for n in c.running() {
+        n.faults().pause_anti_entropy(true);
+    }
+    let (n1, n2) = (c.instance(0).unwrap(), c.instance(1).unwrap());
+    n1.faults().lose_pushes_to(NodeId(2));
+    let big_limits = session_core::SessionLimits {
+        max_bytes: 1 << 20,
+        max_keys: 1000,
+    };
+    let commit = |value: String| {
+        let node = c.node(0);
+        async move {
+            let s = Session::with_limits(node, None, big_limits);
+            s.insert("v", &value).unwrap();
+            match s.commit().await.unwrap() {
+                Commit::Issue { token, .. } => token,
+                other => panic!("write gave {other:?}"),
+            }
+        }
+    };
+    let mut small = Vec::new();
+    for i in 0..20 {
+        small.push(commit(format!("{i:0>20480}")).await);
+    }
+    // One session larger than any peer body, written among them.
+    let big = commit("x".repeat(100 * 1024)).await;
+    assert_eq!(n2.sessions_held(), 0, "pushes were lost on purpose");
+    n1.faults().deliver_pushes_to(NodeId(2));
+    // Anti-entropy sends all 21 at once: cut into byte-bounded batches, the big one left out.
+    n1.anti_entropy().await;
+    assert_eq!(n2.sessions_held(), 20, "the small sessions all arrived");
+    assert!(n1.shared().oversized_updates() >= 1);
+    for t in &small {
+        let s = Session::new(c.node(1), Some(t.clone()));
+        assert_eq!(
+            s.get::<String>("v").await.unwrap().map(|v| v.len()),
+            Some(20480)
+        );
+    }
+    // New writes to small sessions still replicate beside the oversized one.
+    let s = Session::with_limits(c.node(0), Some(small[0].clone().into()), big_limits);
+    s.insert("w", &1).unwrap();
+    s.commit().await.unwrap();
+    let s = Session::with_limits(c.node(0), Some(big.into()), big_limits);
+    s.insert("w", &1).unwrap();
+    s.commit().await.unwrap();
+    c.settle().await;
+    assert_eq!(n2.sessions_held(), 20);
+    assert!(
+        n2.shared()
+            .store
+            .read(
+                &TokenSigner::new(c.keys()).verify(&small[0]).unwrap().id,
+                |st| { st.record().data.get("w").is_some() }
+            )
+            .unwrap_or(false),
+        "the small session's write arrived"
+    );
+}
