@@ -157,4 +157,7 @@ pub use membership::{Identity, MemberState, Membership, Peer, PeerStatus};
 pub use node::{InstantCopyNode, Shared, StartError};
 pub use replication::{Delivery, Queued, join};
 pub use routing::{Route, pick_backups, score};
-pub use state::{MergeOutcome, Placement, SessionState, Stamp, WireEntry, WireState};
+pub use state::{
+    KEY_TOMBSTONE_TTL_MS, MAX_KEY_TOMBSTONES, MergeOutcome, Placement, SessionState, Stamp,
+    WireEntry, WireState,
+};

@@ -112,6 +112,17 @@ impl std::fmt::Debug for PackedStamp {
 /// Removed keys and the stamp of their removal, sorted by key.
 type Tombstones = Vec<(Box<str>, Stamp)>;
 
+/// How long (in the session's own clock: its newest stamp) a removed key's tombstone is kept.
+/// A tombstone makes a removal win over an older write of the key that arrives late; after
+/// this long every replica has long since merged the removal (anti-entropy runs every few
+/// seconds), so it is dropped. The trade-off is Cassandra's `gc_grace_seconds`: a replica cut
+/// off for longer than this, holding the key's older value, brings the key back when it heals.
+pub const KEY_TOMBSTONE_TTL_MS: u64 = 60 * 60 * 1000;
+
+/// Most removed-key tombstones a session keeps (the oldest go first): a client that sets and
+/// removes fresh keys without end cannot grow a session's state without bound.
+pub const MAX_KEY_TOMBSTONES: usize = 256;
+
 /// What a merge did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MergeOutcome {
@@ -199,6 +210,7 @@ impl SessionState {
         let entries = delta
             .removed
             .iter()
+            .filter(|k| record.data.get(k).is_some())
             .map(|k| WireEntry {
                 key: k.to_string(),
                 stamp,
@@ -392,10 +404,35 @@ impl SessionState {
                 }
             }
         }
-        if self.tombstones.as_ref().is_some_and(|t| t.is_empty()) {
+        self.prune_tombstones();
+        true
+    }
+
+    /// Drops removed-key tombstones older than [`KEY_TOMBSTONE_TTL_MS`] before the session's
+    /// newest stamp, and the oldest beyond [`MAX_KEY_TOMBSTONES`]. Decided by the state alone,
+    /// so replicas holding the same writes prune the same tombstones and stay identical.
+    fn prune_tombstones(&mut self) {
+        let Some(t) = self.tombstones.as_mut() else {
+            return;
+        };
+        let newest = self
+            .stamps
+            .iter()
+            .map(|s| s.get().time)
+            .chain(t.iter().map(|(_, s)| s.time))
+            .chain([self.touched.time])
+            .max()
+            .unwrap_or(0);
+        t.retain(|(_, s)| s.time.saturating_add(KEY_TOMBSTONE_TTL_MS) >= newest);
+        if t.len() > MAX_KEY_TOMBSTONES {
+            let mut by_age: Vec<Stamp> = t.iter().map(|(_, s)| *s).collect();
+            by_age.sort_unstable();
+            let cutoff = by_age[t.len() - MAX_KEY_TOMBSTONES];
+            t.retain(|(_, s)| *s >= cutoff);
+        }
+        if t.is_empty() {
             self.tombstones = None;
         }
-        true
     }
 
     /// Applies a local write (delta + touch) stamped `stamp` and returns the update to send.
@@ -409,6 +446,11 @@ impl SessionState {
         let mut entries = Vec::with_capacity(delta.set.len() + delta.removed.len());
         let mut pending = Pending::new();
         for k in &delta.removed {
+            // Removing a key this copy does not have changes nothing a reader could see:
+            // recording a tombstone for it would only let a client grow the state.
+            if self.index_of(k).is_none() {
+                continue;
+            }
             pending.insert(k, (stamp, None));
             entries.push(WireEntry {
                 key: k.to_string(),
@@ -928,7 +970,11 @@ mod tests {
         d.remove("k0");
         d.remove("never-set");
         s.apply_local(&d, Stamp { time: 10, node: 1 }, 2000, &policy());
-        assert_eq!(s.tombs().len(), 2);
+        assert_eq!(
+            s.tombs().len(),
+            1,
+            "a key that never existed leaves no tombstone"
+        );
         assert_eq!(s.stamp_of("k0"), Some(Stamp { time: 10, node: 1 }));
         assert!(s.stamps.is_empty());
         let mut d = Delta::default();
@@ -939,6 +985,59 @@ mod tests {
         assert_eq!(s.stamps.len(), 2);
         assert_eq!(s.version(), 11);
         // The state survives a full round trip through the wire form.
+        let copy = SessionState::from_wire(&s.to_wire_full()).unwrap();
+        assert_eq!(copy.fingerprint(), s.fingerprint());
+    }
+
+    #[test]
+    fn key_tombstones_are_pruned_by_age_and_count_identically_on_every_replica() {
+        let policy = policy();
+        let mut s = base();
+        let mut replica = SessionState::from_wire(&s.to_wire_full()).unwrap();
+        // Set and remove 300 fresh keys, one pair per millisecond.
+        let mut t = 100;
+        for i in 0..300 {
+            let mut d = Delta::default();
+            d.set(&format!("x{i}"), RawJson::from_value(&i).unwrap());
+            let w = s.apply_local(&d, Stamp { time: t, node: 1 }, 2000, &policy);
+            replica.merge(&w);
+            let mut d = Delta::default();
+            d.remove(&format!("x{i}"));
+            let w = s.apply_local(
+                &d,
+                Stamp {
+                    time: t + 1,
+                    node: 1,
+                },
+                2000,
+                &policy,
+            );
+            replica.merge(&w);
+            t += 2;
+        }
+        assert_eq!(s.tombs().len(), MAX_KEY_TOMBSTONES, "capped");
+        assert_eq!(s.tombs().iter().map(|(k, _)| &**k).min(), Some("x100"));
+        assert_eq!(
+            replica.fingerprint(),
+            s.fingerprint(),
+            "replicas prune alike"
+        );
+        // An hour of the session's time later, every one of them is gone.
+        let mut d = Delta::default();
+        d.set("k", RawJson::from_value(&1).unwrap());
+        let w = s.apply_local(
+            &d,
+            Stamp {
+                time: t + KEY_TOMBSTONE_TTL_MS + 1,
+                node: 1,
+            },
+            2000,
+            &policy,
+        );
+        replica.merge(&w);
+        assert!(s.tombstones.is_none());
+        assert_eq!(replica.fingerprint(), s.fingerprint());
+        // A full copy of the pruned state converges with the replica.
         let copy = SessionState::from_wire(&s.to_wire_full()).unwrap();
         assert_eq!(copy.fingerprint(), s.fingerprint());
     }
