@@ -16,6 +16,7 @@
 //! |---|---|
 //! | `node` (default) | a session created through the real path, `InstantCopyNode::create` on a one-node cluster (`replication = "all"`): state, map slot, expiry index |
 //! | `store` | `Store::insert(SessionState::create(..))`, with `--backups K` backups in the placement (as with `replication = K`) |
+//! | `tombstones` | `Store::destroy(id, ..)`: a destroyed session's tombstone (map entry and expiry index entry), no payload |
 //! | `state` | a `SessionState` in a `Vec` (no map, no index) |
 //! | `record` | an `Arc<SessionRecord>` in a `Vec` (no stamps, no placement) |
 //! | `data` | the `SessionData` alone in a `Vec` |
@@ -58,6 +59,7 @@ type Error = Box<dyn std::error::Error>;
 enum Layer {
     Node,
     Store,
+    Tombstones,
     State,
     Record,
     Data,
@@ -85,6 +87,7 @@ fn parse_args() -> Result<Args, Error> {
                 args.layer = match value("--layer")?.as_str() {
                     "node" => Layer::Node,
                     "store" => Layer::Store,
+                    "tombstones" => Layer::Tombstones,
                     "state" => Layer::State,
                     "record" => Layer::Record,
                     "data" => Layer::Data,
@@ -93,7 +96,7 @@ fn parse_args() -> Result<Args, Error> {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: memory [--sessions N] [--layer node|store|state|record|data] \
+                    "usage: memory [--sessions N] [--layer node|store|tombstones|state|record|data] \
                      [--backups K]"
                 );
                 std::process::exit(0);
@@ -190,6 +193,7 @@ fn state(data: SessionData, i: u64, backups: u16) -> SessionState {
 enum Held {
     Node(InstantCopyNode, Vec<String>),
     Store(Store),
+    Tombstones(Store),
     States(Vec<SessionState>),
     Records(Vec<Arc<SessionRecord>>),
     Data(Vec<SessionData>),
@@ -238,7 +242,7 @@ fn main() -> Result<(), Error> {
         Layer::State => size_of::<SessionState>(),
         Layer::Record => size_of::<Arc<SessionRecord>>(),
         Layer::Data => size_of::<SessionData>(),
-        Layer::Node | Layer::Store => 0,
+        Layer::Node | Layer::Store | Layer::Tombstones => 0,
     };
     let before = rss()?;
     let started = Instant::now();
@@ -268,6 +272,16 @@ fn main() -> Result<(), Error> {
                 }
             }
             Held::Store(store)
+        }
+        Layer::Tombstones => {
+            // Destroyed ids, as logouts and login id cycles leave them: map entry plus expiry
+            // index entry, kept until the session's absolute deadline.
+            let store = Store::new();
+            let until = now_millis() + 8 * 3600 * 1000;
+            for _ in 0..n {
+                store.destroy(SessionId::random(), until);
+            }
+            Held::Tombstones(store)
         }
         Layer::State => {
             let mut v = Vec::with_capacity(n);
@@ -314,6 +328,7 @@ fn main() -> Result<(), Error> {
             node.sessions_held()
         }
         Held::Store(s) => s.len(),
+        Held::Tombstones(s) => s.tombstones(),
         Held::States(v) => v.len(),
         Held::Records(v) => v.len(),
         Held::Data(v) => v.len(),
@@ -335,6 +350,10 @@ fn main() -> Result<(), Error> {
         mib(before),
         mib(after)
     );
+    if payload == 0 {
+        println!("RSS per tombstone: {per:.1} B");
+        return Ok(());
+    }
     println!("payload per session (keys + JSON values): {per_payload:.1} B");
     println!("RSS per session: {per:.1} B");
     if slot > 0 {

@@ -50,6 +50,7 @@ impl SessionBackend for InstantCopyNode {
 
     async fn create(&self, data: SessionData) -> Result<Saved, SessionError> {
         let result: Result<Saved, SessionError> = async {
+            self.admit_new(true)?;
             let shared = &self.shared;
             let id = SessionId::random();
             let stamp = shared.clock.now();
@@ -153,6 +154,7 @@ impl SessionBackend for InstantCopyNode {
             if loaded.record.is_expired(now) {
                 return Err(SessionError::Gone);
             }
+            self.admit_new(false)?;
             if loaded.stale {
                 return Err(self.unavailable_write(
                     "the session was read from a copy that may be stale: its id cannot be cycled \

@@ -238,6 +238,13 @@ pub struct Config {
     /// Accepted age of a sealed peer message (and clock skew between nodes).
     #[serde(with = "humantime_serde")]
     pub replay_window: Duration,
+    /// Most sessions this node holds before it refuses to create more (`503`, counted in
+    /// `sessions_refused_total`); copies replicated from peers are still accepted, and no
+    /// live session is ever evicted to make room.
+    pub max_sessions: usize,
+    /// Most tombstones of destroyed or cycled-away sessions this node keeps before it refuses
+    /// to create or cycle more (`503`, counted); logouts always succeed.
+    pub max_tombstones: usize,
     /// Largest peer request or response body (the same on every node). Push batches and pull
     /// responses stay under half of it; a session whose encoding exceeds it cannot be
     /// replicated (counted in `oversized_updates_total`), so keep it well above the session
@@ -289,6 +296,8 @@ impl Default for Config {
             cluster_idle_timeout: Duration::from_secs(60),
             cluster_max_connections: 512,
             replay_window: Duration::from_secs(30),
+            max_sessions: 1_000_000,
+            max_tombstones: 1_000_000,
             max_body_bytes: 2 * 1024 * 1024,
             max_batch: 512,
             queue_capacity: 16_384,
@@ -461,6 +470,12 @@ impl Config {
         }
         if self.failure_threshold == 0 {
             return Err(bad("failure_threshold", "must be at least 1"));
+        }
+        if self.max_sessions == 0 {
+            return Err(bad("max_sessions", "must be at least 1"));
+        }
+        if self.max_tombstones == 0 {
+            return Err(bad("max_tombstones", "must be at least 1"));
         }
         if self.max_body_bytes < 64 * 1024 {
             return Err(bad("max_body_bytes", "must be at least 64 KiB"));

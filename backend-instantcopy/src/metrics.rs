@@ -52,6 +52,9 @@ pub struct NodeMetrics {
     pub lost_writes: Count,
     /// Reads served from a possibly stale copy (`on_unreachable = "stale"`).
     pub stale_serves: Count,
+    /// Creates and id cycles refused because the node holds `max_sessions` sessions or
+    /// `max_tombstones` tombstones.
+    pub sessions_refused: Count,
     /// Writes that waited for replica acknowledgements.
     pub acks_waited: Count,
     /// Writes whose required acknowledgements did not arrive in time.
@@ -184,6 +187,11 @@ pub(crate) fn snapshot(s: &Shared) -> Counters {
             "lost_writes_total",
             "Sessions served from an older surviving copy after the newer holders were confirmed gone",
             &m.lost_writes,
+        ),
+        c(
+            "sessions_refused_total",
+            "Creates and id cycles refused at the max_sessions / max_tombstones cap",
+            &m.sessions_refused,
         ),
         c(
             "stale_serves_total",

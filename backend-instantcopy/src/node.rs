@@ -82,6 +82,8 @@ pub struct Shared {
     pub(crate) replays: crate::replay::ReplayCache,
     /// Rate limit of the "refused peer request" log line.
     pub(crate) refusals: crate::server::RefusalLog,
+    /// Rate limit of the "at the session cap" log line.
+    pub(crate) cap_log: crate::server::RefusalLog,
     pub(crate) clock: Clock,
     /// The node's memory.
     pub store: Arc<Store>,
@@ -281,6 +283,7 @@ impl InstantCopyNode {
             seal: seal.clone(),
             replays: crate::replay::ReplayCache::new(config.replay_window),
             refusals: crate::server::RefusalLog::default(),
+            cap_log: crate::server::RefusalLog::default(),
             store: store.clone(),
             members: members.clone(),
             client,

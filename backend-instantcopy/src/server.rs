@@ -70,7 +70,8 @@ pub(crate) struct RefusalLog {
 }
 
 impl RefusalLog {
-    fn refused(&self, e: &AuthError, path: &str) {
+    /// `Some(events not logged since the last line)` when a line may be logged now.
+    pub(crate) fn allow(&self) -> Option<u64> {
         let now = now_millis();
         let last = self.last_ms.load(Ordering::Relaxed);
         if now.saturating_sub(last) >= 1_000
@@ -79,10 +80,16 @@ impl RefusalLog {
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
-            let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
-            tracing::warn!(error = %e, path, suppressed, "refused unauthenticated peer request");
+            Some(self.suppressed.swap(0, Ordering::Relaxed))
         } else {
             self.suppressed.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+
+    fn refused(&self, e: &AuthError, path: &str) {
+        if let Some(suppressed) = self.allow() {
+            tracing::warn!(error = %e, path, suppressed, "refused unauthenticated peer request");
         }
     }
 }

@@ -49,6 +49,34 @@ impl InstantCopyNode {
         Ok(self.shared.signer.sign(id, &route.encode())?)
     }
 
+    /// Refuses a create (or, with `sessions = false`, an id cycle) while this node is at its
+    /// `max_sessions` or `max_tombstones` cap: a clear `Unavailable` (503), counted, never an
+    /// eviction of a live session.
+    pub(crate) fn admit_new(&self, sessions: bool) -> Result<(), SessionError> {
+        let shared = &self.shared;
+        let (held, tombs) = (shared.store.len(), shared.store.tombstones());
+        let (max_s, max_t) = (shared.config.max_sessions, shared.config.max_tombstones);
+        let full = (sessions && held >= max_s) || tombs >= max_t;
+        if !full {
+            return Ok(());
+        }
+        shared.metrics.sessions_refused.inc();
+        if let Some(suppressed) = shared.cap_log.allow() {
+            tracing::warn!(
+                held,
+                max_sessions = max_s,
+                tombstones = tombs,
+                max_tombstones = max_t,
+                suppressed,
+                "at the session cap: refusing new sessions (503) until some expire or log out"
+            );
+        }
+        Err(self.unavailable_write(format!(
+            "this node holds {held} sessions (max_sessions {max_s}) and {tombs} tombstones \
+             (max_tombstones {max_t}): no new sessions until some expire"
+        )))
+    }
+
     /// The error of a write that cannot reach enough replicas (counted, like every
     /// `Unavailable` write, at the trait boundary).
     pub(crate) fn unavailable_write(&self, context: String) -> SessionError {

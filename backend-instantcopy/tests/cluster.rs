@@ -677,3 +677,57 @@ async fn batches_are_cut_by_bytes_and_an_oversized_session_fails_alone() {
         "the small session's write arrived"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_session_cap_new_sessions_are_refused_and_live_ones_keep_working() {
+    let c = LocalCluster::start_custom(
+        2,
+        2,
+        Discovery::StaticMembers,
+        ExpiryPolicy::default(),
+        |cfg| {
+            cfg.max_sessions = 5;
+            cfg.max_tombstones = 3;
+        },
+    )
+    .await
+    .unwrap();
+    assert!(c.wait_ready(Duration::from_secs(5)).await);
+    let n1 = c.node(0);
+    let mut tokens = Vec::new();
+    for i in 0..5 {
+        tokens.push(write(&n1, None, "k", i).await);
+    }
+    // The sixth is refused with a clear Unavailable (503 in the layer), and counted.
+    let s = Session::new(n1.clone(), None);
+    s.insert("k", &99).unwrap();
+    let e = s.commit().await.unwrap_err();
+    assert!(
+        matches!(e, session_core::SessionError::Unavailable { .. }),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("max_sessions"), "{e}");
+    let node1 = c.instance(0).unwrap();
+    assert_eq!(node1.shared().metrics.sessions_refused.get(), 1);
+    assert_eq!(node1.sessions_held(), 5, "nothing was evicted");
+    // Live sessions still read and write.
+    write(&n1, Some(&tokens[0]), "k", 100).await;
+    assert_eq!(read(&n1, &tokens[0], "k").await, Some(100));
+    // Logouts always work; each frees a place, and leaves a tombstone.
+    for t in &tokens[..3] {
+        let s = Session::new(n1.clone(), Some(t.clone()));
+        s.get::<i64>("k").await.unwrap();
+        s.destroy();
+        s.commit().await.unwrap();
+    }
+    assert_eq!(node1.sessions_held(), 2);
+    // Three tombstones: at that cap no new session either, although there is room for them.
+    let s = Session::new(n1.clone(), None);
+    s.insert("k", &1).unwrap();
+    let e = s.commit().await.unwrap_err();
+    assert!(e.to_string().contains("max_tombstones"), "{e}");
+    assert_eq!(node1.shared().metrics.sessions_refused.get(), 2);
+    // And the survivors are untouched.
+    assert_eq!(read(&n1, &tokens[3], "k").await, Some(3));
+    assert_eq!(read(&c.node(1), &tokens[4], "k").await, Some(4));
+}

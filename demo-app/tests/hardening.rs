@@ -1,7 +1,8 @@
 //! The demo's web-facing bounds on real node processes, each with the attack it stops and
 //! legitimate traffic beside it: slowloris on the app port, a cross-site `text/plain` login,
-//! a planted session surviving login, a cart flood, the operator routes moved or turned off,
-//! and a two-phase secret rotation across a live 3-node cluster.
+//! a planted session surviving login, a cart flood, a login flood against the session cap, the
+//! operator routes moved or turned off, and a two-phase secret rotation across a live 3-node
+//! cluster.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed test
 
 use std::path::Path;
@@ -380,4 +381,70 @@ async fn a_two_phase_rotation_across_a_live_cluster_logs_nobody_out() {
     assert!(step >= 19, "{step} checks");
     assert_eq!(logged_out, 0, "users logged out during the rotation");
     c.stop(Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_flood_meets_the_session_cap_with_503_and_logged_in_users_carry_on() {
+    let mut c = one_node(&[("DEMO_BACKEND__INSTANTCOPY__MAX_SESSIONS", "5")]).await;
+    let url = c.urls()[0].clone();
+    let mut alice = User::new();
+    let (status, _) = alice
+        .send(
+            "POST",
+            &format!("{url}/login"),
+            Some(json!({"user": "alice"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    // A flood of fresh logins: four more fit, then every one is refused.
+    let client = http();
+    let mut codes = Vec::new();
+    for i in 0..20 {
+        let res = client
+            .post(format!("{url}/login"))
+            .json(&json!({"user": format!("bot{i}")}))
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        if status == 503 {
+            assert_eq!(
+                res.headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap()),
+                Some("1")
+            );
+            assert!(res.headers().get("set-cookie").is_none());
+        }
+        codes.push(status);
+    }
+    assert_eq!(codes.iter().filter(|&&s| s == 200).count(), 4, "{codes:?}");
+    assert_eq!(codes.iter().filter(|&&s| s == 503).count(), 16, "{codes:?}");
+    // Alice, logged in before, is neither logged out nor blocked from writing.
+    let (status, body) = alice
+        .send(
+            "POST",
+            &format!("{url}/cart/items"),
+            Some(json!({"sku": "book", "qty": 1})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = alice.send("GET", &format!("{url}/profile"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["user"], "alice");
+    let metrics = client
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("session_instantcopy_sessions_refused_total") && l.ends_with(" 16")
+        ),
+        "{metrics}"
+    );
+    c.stop(Duration::from_secs(5)).await;
 }
