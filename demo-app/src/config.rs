@@ -72,8 +72,10 @@ pub struct SessionSettings {
     pub cookie_name: String,
     /// The cookie's `Secure` attribute; unset means on, except in dev mode.
     pub secure: Option<bool>,
-    /// Accept the `x-session-token` header as well as the cookie.
-    pub header: bool,
+    /// Where clients carry the token: `cookie_or_header` (the `sid` cookie, or the
+    /// `x-session-token` header for clients that send it), `cookie`, `header`, or `bearer`
+    /// (`Authorization: Bearer`; tokens come back in `x-session-token`, never a cookie).
+    pub transport: TransportSetting,
     /// Sliding idle timeout.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
@@ -100,6 +102,21 @@ pub struct SessionSettings {
     pub allowed_origins: Vec<String>,
 }
 
+/// Where the client carries its token, as configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TransportSetting {
+    /// The cookie, or the `x-session-token` header for clients that send it.
+    #[default]
+    CookieOrHeader,
+    /// The cookie only.
+    Cookie,
+    /// The `x-session-token` header only.
+    Header,
+    /// `Authorization: Bearer` (or `x-session-token`); tokens returned in `x-session-token`.
+    Bearer,
+}
+
 /// The `SameSite` attribute as configured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -118,7 +135,7 @@ impl Default for SessionSettings {
         SessionSettings {
             cookie_name: "sid".into(),
             secure: None,
-            header: true,
+            transport: TransportSetting::CookieOrHeader,
             idle_timeout: Duration::from_secs(30 * 60),
             absolute_timeout: Duration::from_secs(8 * 3600),
             touch_fraction: 0.25,
@@ -466,10 +483,11 @@ impl DemoConfig {
         SessionConfig::default()
             .with_cookie_name(s.cookie_name.clone())
             .with_secure(s.secure.unwrap_or(!self.dev))
-            .with_transport(if s.header {
-                TokenTransport::CookieOrHeader
-            } else {
-                TokenTransport::Cookie
+            .with_transport(match s.transport {
+                TransportSetting::CookieOrHeader => TokenTransport::CookieOrHeader,
+                TransportSetting::Cookie => TokenTransport::Cookie,
+                TransportSetting::Header => TokenTransport::Header,
+                TransportSetting::Bearer => TokenTransport::Bearer,
             })
             .with_same_site(match s.same_site {
                 SameSiteSetting::Strict => SameSite::Strict,

@@ -246,3 +246,74 @@ async fn sql_postgres_three_nodes() {
     full(spec).await;
     schema.drop_now().await.unwrap();
 }
+
+/// A client without cookie support (a mobile or API client) using `Authorization: Bearer`:
+/// login on one node, write on another, read on a third, logout; its tokens come back in the
+/// `x-session-token` header, never as a cookie.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_clients_need_no_cookies() {
+    let mut spec = ClusterSpec::new(3, BackendKind::Instantcopy);
+    spec.extra_env = vec![("DEMO_SESSION__TRANSPORT".into(), "bearer".into())];
+    let mut c = LocalCluster::start(binary(), &spec).await.unwrap();
+    let u = c.urls();
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let token: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+    let call = async |method: &str, url: String, body: Option<Value>| {
+        let mut req = http.request(method.parse().unwrap(), url);
+        let current = token.lock().unwrap().clone();
+        if let Some(t) = current {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.unwrap();
+        assert!(
+            res.headers().get("set-cookie").is_none(),
+            "bearer mode set a cookie"
+        );
+        if let Some(t) = res.headers().get("x-session-token") {
+            let t = t.to_str().unwrap();
+            *token.lock().unwrap() = (!t.is_empty()).then(|| t.to_owned());
+        }
+        let status = res.status().as_u16();
+        (status, res.json::<Value>().await.unwrap_or(Value::Null))
+    };
+    let (s, body) = call(
+        "POST",
+        format!("{}/login", u[0]),
+        Some(json!({"user": "bob"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let (s, body) = call(
+        "POST",
+        format!("{}/cart/items", u[1]),
+        Some(json!({"sku": "pen", "qty": 3})),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let (s, body) = call("GET", format!("{}/profile", u[2]), None).await;
+    assert_eq!((s, body["user"].clone()), (200, json!("bob")), "{body}");
+    assert_eq!(body["cart_items"], 1, "{body}");
+    // A cookie is not a credential in this mode.
+    let res = http
+        .get(format!("{}/profile", u[2]))
+        .header(
+            "cookie",
+            format!("sid={}", token.lock().unwrap().clone().unwrap()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let (s, _) = call("POST", format!("{}/logout", u[1]), None).await;
+    assert_eq!(s, 204);
+    let (s, _) = call("GET", format!("{}/profile", u[0]), None).await;
+    assert_eq!(s, 401);
+    c.stop(Duration::from_secs(10)).await;
+}

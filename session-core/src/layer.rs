@@ -32,6 +32,20 @@ pub enum TokenTransport {
     /// in the cookie.
     #[default]
     CookieOrHeader,
+    /// `Authorization: Bearer <token>` (or the custom header) on requests; the first token and
+    /// every re-issue come back in the custom header ([`SessionConfig::header_name`]), never in
+    /// a cookie (mobile and API clients, the paper's own use case). Not combined with the
+    /// cookie modes, so an app whose browsers send their own `Authorization` header is not
+    /// confused by it.
+    Bearer,
+}
+
+/// The token of an `Authorization: Bearer <token>` value (the scheme matched without regard to
+/// case, as RFC 9110 says; surrounding spaces ignored). `None` for another scheme or no token.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// Most bytes a browser keeps of one cookie, counted as RFC 6265 counts them: name, value and
@@ -293,7 +307,10 @@ impl SessionConfig {
     }
 
     fn uses_cookie(&self) -> bool {
-        self.transport != TokenTransport::Header
+        matches!(
+            self.transport,
+            TokenTransport::Cookie | TokenTransport::CookieOrHeader
+        )
     }
 
     fn uses_header(&self) -> bool {
@@ -311,6 +328,14 @@ impl SessionConfig {
     /// trimmed, the first non-empty value of our name wins), as `Cookie::split_parse` reads
     /// them but without building a `Cookie` per pair: this runs on every request.
     fn find_token<'h>(&self, headers: &'h http::HeaderMap) -> Option<(&'h str, bool)> {
+        if self.transport == TokenTransport::Bearer
+            && let Some(token) = headers
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
+                .and_then(bearer_token)
+        {
+            return Some((token, true));
+        }
         if self.uses_header()
             && let Some(v) = headers
                 .get(&self.header_name)
@@ -694,6 +719,7 @@ impl IntoResponse for SessionError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::AUTHORIZATION;
 
     /// What the layer did before it scanned cookies itself: `cookie`'s parser.
     fn with_cookie_crate(header: &str, name: &str) -> Option<String> {
@@ -838,5 +864,56 @@ mod tests {
         let header_only = SessionConfig::default().with_transport(TokenTransport::Header);
         h.remove("x-session-token");
         assert_eq!(header_only.token_from(&h), None);
+    }
+
+    #[test]
+    fn bearer_mode_reads_authorization_and_answers_in_the_header_only() {
+        let bearer = SessionConfig::default().with_transport(TokenTransport::Bearer);
+        let mut h = http::HeaderMap::new();
+        h.append(COOKIE, HeaderValue::from_static("sid=from-cookie"));
+        assert_eq!(bearer.token_from(&h), None, "cookies are not read");
+        for (value, want) in [
+            ("Bearer abc", Some("abc")),
+            ("bearer   abc  ", Some("abc")),
+            ("BEARER abc", Some("abc")),
+            ("Basic abc", None),
+            ("Bearer", None),
+            ("Bearer ", None),
+        ] {
+            h.insert(AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+            assert_eq!(
+                bearer.token_from(&h).map(|(t, _)| t),
+                want.map(str::to_owned),
+                "{value:?}"
+            );
+        }
+        // The custom header works too.
+        h.insert(AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        h.insert("x-session-token", HeaderValue::from_static("from-header"));
+        assert_eq!(
+            bearer.token_from(&h),
+            Some(("from-header".to_string(), true))
+        );
+        // The default mode ignores Authorization (an app's own auth header is not a token).
+        h.remove("x-session-token");
+        h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer abc"));
+        assert_eq!(
+            SessionConfig::default().token_from(&h),
+            Some(("from-cookie".to_string(), false))
+        );
+        // A first token (the request carried none) comes back in the header, not a cookie.
+        let mut out = http::HeaderMap::new();
+        bearer
+            .apply_commit(
+                &Commit::Issue {
+                    token: "tok".into(),
+                    expires_at: now_millis() + 60_000,
+                },
+                false,
+                &mut out,
+            )
+            .unwrap();
+        assert_eq!(out.get("x-session-token").unwrap(), "tok");
+        assert!(out.get(SET_COOKIE).is_none());
     }
 }
