@@ -335,6 +335,27 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// Starts node `i` again, with empty memory, on a new port (a pod rescheduled with a new
+    /// IP keeps its id but not its address): it finds the cluster through the other nodes'
+    /// addresses as seeds.
+    pub async fn restart_elsewhere(&self, i: usize) -> Result<(), String> {
+        let listener = bind_free().map_err(|e| format!("bind: {e}"))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let seeds: Vec<String> = (0..self.len())
+            .filter(|&j| j != i)
+            .map(|j| self.config(j).cluster_addr.to_string())
+            .collect();
+        self.reconfigure(i, |c| {
+            c.cluster_addr = addr;
+            c.advertise_addr = None;
+            c.members = Vec::new();
+            c.seeds = seeds;
+        });
+        let r = launch(self.config(i), self.policy, self.keys.clone(), listener).await?;
+        *self.slot(i).lock() = Some(r);
+        Ok(())
+    }
+
     /// Adds and starts a new node (the next id) whose only seed is node `seed_of`'s address.
     /// Returns its index.
     pub async fn add_node(&self, seed_of: usize) -> Result<usize, String> {

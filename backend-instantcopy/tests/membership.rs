@@ -352,3 +352,75 @@ async fn membership_converges_on_every_node_under_churn() {
         churn.elapsed()
     );
 }
+
+/// A pod rescheduled by Kubernetes keeps its node id (StatefulSet ordinal) but comes back with
+/// a new IP, often before the others noticed it was gone: it must be let in (not refused as a
+/// duplicate of its own dead incarnation), the others must reach it at the new address, and
+/// no session may be lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_back_at_a_new_address_under_its_old_id_rejoins_and_nothing_is_lost() {
+    for replication in [Replication::Backups(1), Replication::All] {
+        let c = LocalCluster::start_custom(
+            3,
+            3,
+            Discovery::FirstAsSeed,
+            ExpiryPolicy::default(),
+            |cfg| {
+                cfg.replication = replication;
+                cfg.ack = if replication == Replication::All {
+                    Ack::Async
+                } else {
+                    Ack::One
+                };
+            },
+        )
+        .await
+        .unwrap();
+        assert!(c.wait_ready(Duration::from_secs(10)).await);
+        let mut tokens = Vec::new();
+        for i in 0..60 {
+            tokens.push(write(&c.node(i % 3), None, "k", i as i64).await.unwrap());
+        }
+        c.settle().await;
+        let old_addr = c.config(1).cluster_addr;
+        // Crash node 2 and bring it back at once on another port, under the same id.
+        c.kill(1);
+        c.restart_elsewhere(1).await.unwrap();
+        let new_addr = c.config(1).cluster_addr;
+        assert_ne!(old_addr, new_addr);
+        assert!(
+            c.wait_ready(Duration::from_secs(15)).await,
+            "{replication:?}: the node at its new address never became ready"
+        );
+        // The others know node 2 by its new address.
+        assert!(
+            eventually(Duration::from_secs(10), || {
+                [0, 2].iter().all(|&i| {
+                    c.instance(i).is_some_and(|n| {
+                        n.peers()
+                            .iter()
+                            .any(|p| p.id == 2 && p.addr == new_addr.to_string() && p.up)
+                    })
+                })
+            })
+            .await,
+            "{replication:?}: peers still dial node 2 at {old_addr}"
+        );
+        // Every session is still there, read through every node, and writable.
+        for (i, t) in tokens.iter().enumerate() {
+            for n in 0..3 {
+                assert_eq!(
+                    read(&c.node(n), t, "k").await.unwrap().0,
+                    Some(i as i64),
+                    "{replication:?}: session {i} on node {}",
+                    n + 1
+                );
+            }
+        }
+        let t = write(&c.node(1), Some(&tokens[0]), "k", 1000)
+            .await
+            .unwrap();
+        c.settle().await;
+        assert_eq!(read(&c.node(2), &t, "k").await.unwrap().0, Some(1000));
+    }
+}
