@@ -141,6 +141,8 @@ impl SessionBackend for InstantCopyNode {
             })
         }
         .await;
+        // Any near-cache copy is behind now (or gone).
+        self.shared.forget_near(&loaded.record.id);
         self.shared.counters.write_result(result)
     }
 
@@ -216,6 +218,8 @@ impl SessionBackend for InstantCopyNode {
             })
         }
         .await;
+        // Any near-cache copy is behind now (or gone).
+        self.shared.forget_near(&loaded.record.id);
         self.shared.counters.write_result(result)
     }
 
@@ -235,6 +239,8 @@ impl SessionBackend for InstantCopyNode {
             Ok(())
         }
         .await;
+        // Any near-cache copy is behind now (or gone).
+        self.shared.forget_near(&loaded.record.id);
         self.shared.counters.write_result(result)
     }
 

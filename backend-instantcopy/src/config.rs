@@ -238,6 +238,17 @@ pub struct Config {
     /// Accepted age of a sealed peer message (and clock skew between nodes).
     #[serde(with = "humantime_serde")]
     pub replay_window: Duration,
+    /// With `replication = k`: most copies of sessions held elsewhere that this node keeps
+    /// after fetching them, so the next read here is local. Off (0) by default, because it
+    /// weakens what a read sees: a copy is served while it is at least as new as the client's
+    /// token, so a client always sees its own writes, but a write another client (another tab)
+    /// made to the same session since the fetch can go unseen here for up to
+    /// `near_cache_ttl`; holders' copies, which receive every write, have no such window.
+    pub near_cache_capacity: usize,
+    /// Longest a near-cache copy is served after its fetch: how long another client's write
+    /// to the same session can go unseen on this node.
+    #[serde(with = "humantime_serde")]
+    pub near_cache_ttl: Duration,
     /// Most sessions this node holds before it refuses to create more (`503`, counted in
     /// `sessions_refused_total`); copies replicated from peers are still accepted, and no
     /// live session is ever evicted to make room.
@@ -296,6 +307,8 @@ impl Default for Config {
             cluster_idle_timeout: Duration::from_secs(60),
             cluster_max_connections: 512,
             replay_window: Duration::from_secs(30),
+            near_cache_capacity: 0,
+            near_cache_ttl: Duration::from_secs(30),
             max_sessions: 1_000_000,
             max_tombstones: 1_000_000,
             max_body_bytes: 2 * 1024 * 1024,
@@ -451,6 +464,7 @@ impl Config {
             ("join_timeout", self.join_timeout),
             ("anti_entropy_interval", self.anti_entropy_interval),
             ("drain_timeout", self.drain_timeout),
+            ("near_cache_ttl", self.near_cache_ttl),
         ] {
             if d.is_zero() {
                 return Err(bad(field, "must be greater than zero"));

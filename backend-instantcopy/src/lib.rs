@@ -129,6 +129,7 @@ mod gossip;
 mod lifecycle;
 mod membership;
 pub mod metrics;
+mod near;
 mod node;
 mod placement;
 mod read;

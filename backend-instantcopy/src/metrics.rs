@@ -52,6 +52,8 @@ pub struct NodeMetrics {
     pub lost_writes: Count,
     /// Reads served from a possibly stale copy (`on_unreachable = "stale"`).
     pub stale_serves: Count,
+    /// Reads served from the near cache (a copy of a session held elsewhere, fetched before).
+    pub near_cache_hits: Count,
     /// Creates and id cycles refused because the node holds `max_sessions` sessions or
     /// `max_tombstones` tombstones.
     pub sessions_refused: Count,
@@ -87,6 +89,11 @@ pub(crate) fn snapshot(s: &Shared) -> Counters {
             "sessions_held",
             "Sessions held in this node's memory",
             s.store.len() as f64,
+        ),
+        Metric::gauge(
+            "near_cache_entries",
+            "Copies of sessions held elsewhere kept after a fetch",
+            s.near.as_ref().map_or(0, |n| n.len()) as f64,
         ),
         Metric::gauge(
             "tombstones_held",
@@ -187,6 +194,11 @@ pub(crate) fn snapshot(s: &Shared) -> Counters {
             "lost_writes_total",
             "Sessions served from an older surviving copy after the newer holders were confirmed gone",
             &m.lost_writes,
+        ),
+        c(
+            "near_cache_hits_total",
+            "Reads served from a near-cache copy of a session held elsewhere",
+            &m.near_cache_hits,
         ),
         c(
             "sessions_refused_total",

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use session_core::{CoreCounters, ExpiryPolicy, KeyRing, TokenSigner, now_millis};
+use session_core::{CoreCounters, ExpiryPolicy, KeyRing, SessionId, TokenSigner, now_millis};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::antientropy::{Snapshots, SyncCounters};
 use crate::client::PeerClient;
 use crate::clock::Clock;
-use crate::config::{Config, ConfigError, NodeId};
+use crate::config::{Config, ConfigError, NodeId, Replication};
 use crate::faults::Faults;
 use crate::gossip::{Gossip, GossipCmd, GossipCounters};
 use crate::lifecycle::{DrainReport, Lifecycle, Readiness};
@@ -84,6 +84,8 @@ pub struct Shared {
     pub(crate) refusals: crate::server::RefusalLog,
     /// Rate limit of the "at the session cap" log line.
     pub(crate) cap_log: crate::server::RefusalLog,
+    /// Copies of sessions held elsewhere (`replication = k`, `near_cache_capacity` > 0).
+    pub(crate) near: Option<crate::near::NearCache>,
     pub(crate) clock: Clock,
     /// The node's memory.
     pub store: Arc<Store>,
@@ -117,6 +119,13 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
+    /// Drops the near-cache copy of `id`, if any.
+    pub(crate) fn forget_near(&self, id: &SessionId) {
+        if let Some(n) = &self.near {
+            n.forget(id);
+        }
+    }
+
     /// Session updates never sent because their encoding alone exceeds `max_body_bytes`
     /// (`oversized_updates_total`).
     pub fn oversized_updates(&self) -> u64 {
@@ -284,6 +293,12 @@ impl InstantCopyNode {
             replays: crate::replay::ReplayCache::new(config.replay_window),
             refusals: crate::server::RefusalLog::default(),
             cap_log: crate::server::RefusalLog::default(),
+            near: match config.replication {
+                Replication::All => None,
+                Replication::Backups(_) => {
+                    crate::near::NearCache::new(config.near_cache_capacity, config.near_cache_ttl)
+                }
+            },
             store: store.clone(),
             members: members.clone(),
             client,

@@ -134,11 +134,24 @@ impl InstantCopyNode {
             // Older than what this client already saw: replication is still in flight, or this
             // copy missed writes.
             shared.metrics.stale_copies.inc();
+        } else if let Some(near) = &shared.near
+            && let Some(c) = near.get(&id, route.version, now_millis())
+        {
+            // Not a holder, but a copy fetched recently is at least as new as the token.
+            shared.metrics.near_cache_hits.inc();
+            return Ok(Some(self.loaded_with(
+                token,
+                routing,
+                &route,
+                (c.record, c.placement, c.version),
+                rotated,
+            )));
         }
         let fetched = self
             .fetch_remote(id, &route, local.as_ref().map(|c| &c.1))
             .await;
         if fetched.destroyed {
+            shared.forget_near(&id);
             shared.store.destroy(
                 id,
                 now_millis() + shared.policy.absolute_timeout().as_millis() as u64,
@@ -315,12 +328,24 @@ impl InstantCopyNode {
             self.local_copy_any(&w.id)
                 .map(|copy| self.loaded_with(token, routing, route, copy, rotated))
         } else {
-            // Not a holder: use the copy for this request only (holders get the writes).
+            // Not a holder: holders get the writes; the copy serves this request and, from the
+            // near cache, later reads here while it is as new as their tokens.
             let copy = (
                 fetched.record().clone(),
                 fetched.placement().clone(),
                 fetched.version(),
             );
+            if let Some(near) = &shared.near {
+                near.put(
+                    w.id,
+                    crate::near::Cached {
+                        record: copy.0.clone(),
+                        placement: copy.1.clone(),
+                        version: copy.2,
+                        fetched_at: now_millis(),
+                    },
+                );
+            }
             Some(self.loaded_with(token, routing, route, copy, rotated))
         }
     }

@@ -227,7 +227,10 @@ async fn push(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body)
     let mut gone = Vec::new();
     for u in &batch.updates {
         match u {
-            Update::Destroy { id, until } => shared.store.destroy(*id, *until),
+            Update::Destroy { id, until } => {
+                shared.store.destroy(*id, *until);
+                shared.forget_near(id);
+            }
             Update::State(w) => {
                 shared.observe(w);
                 match shared.store.apply(w) {

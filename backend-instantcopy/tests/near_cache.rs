@@ -1,0 +1,118 @@
+//! The near cache with `replication = k` (opt-in, `near_cache_capacity`): a node that holds no
+//! copy of a session fetches it once and then reads it locally while the copy is as new as the
+//! client's token; never after a logout, never older than the client's own writes, never past
+//! its TTL. Off, the conformance suite's concurrent-writer checks hold everywhere; on, another
+//! client's write can go unseen on such a node for up to the TTL (the second test).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed test
+
+use std::time::Duration;
+
+use backend_instantcopy::testing::{Discovery, LocalCluster, holders, read, route_of, write};
+use session_core::{ExpiryPolicy, Session, SessionBackend};
+
+async fn three(ttl: Duration) -> std::sync::Arc<LocalCluster> {
+    let c = LocalCluster::start_custom(
+        3,
+        3,
+        Discovery::StaticMembers,
+        ExpiryPolicy::default(),
+        |cfg| {
+            cfg.replication = backend_instantcopy::Replication::Backups(1);
+            cfg.ack = backend_instantcopy::Ack::One;
+            cfg.near_cache_capacity = 1000;
+            cfg.near_cache_ttl = ttl;
+        },
+    )
+    .await
+    .unwrap();
+    assert!(c.wait_ready(Duration::from_secs(5)).await);
+    c
+}
+
+/// A session written on node 1, and the index of the node that holds no copy of it.
+async fn session_and_outsider(c: &std::sync::Arc<LocalCluster>) -> (String, usize) {
+    let token = write(&c.node(0), None, "k", 1).await.unwrap();
+    c.settle().await;
+    let (id, _) = route_of(c, &token).unwrap();
+    let held = holders(c, &id);
+    assert_eq!(held.len(), 2, "owner and one backup");
+    let outsider = (0..3).find(|i| !held.contains(i)).unwrap();
+    (token, outsider)
+}
+
+fn calls(c: &LocalCluster, i: usize) -> u64 {
+    c.instance(i).unwrap().counters().network_calls
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outsider_fetches_once_then_reads_locally_and_never_older_than_the_token() {
+    let c = three(Duration::from_secs(30)).await;
+    let (token, out) = session_and_outsider(&c).await;
+    let node = c.node(out);
+    let before = calls(&c, out);
+    assert_eq!(read(&node, &token, "k").await.unwrap().0, Some(1));
+    let fetch = calls(&c, out) - before;
+    assert!(fetch >= 1, "the first read fetches");
+    let before = calls(&c, out);
+    for _ in 0..5 {
+        assert_eq!(read(&node, &token, "k").await.unwrap().0, Some(1));
+    }
+    assert_eq!(
+        calls(&c, out) - before,
+        0,
+        "later reads are near-cache hits"
+    );
+    let hits = c
+        .instance(out)
+        .unwrap()
+        .shared()
+        .metrics
+        .near_cache_hits
+        .get();
+    assert_eq!(hits, 5);
+    assert_eq!(c.instance(out).unwrap().sessions_held(), 0, "not a holder");
+
+    // The client writes on a holder: its new token is newer than the cached copy, so the
+    // outsider fetches again and the client reads its own write.
+    let token2 = write(&c.node(0), Some(&token), "k", 2).await.unwrap();
+    assert_eq!(read(&node, &token2, "k").await.unwrap().0, Some(2));
+    assert!(calls(&c, out) > before, "fetched again");
+
+    // A write through the outsider itself (forwarded to the holders) drops its copy.
+    let token3 = write(&node, Some(&token2), "k", 3).await.unwrap();
+    assert_eq!(read(&node, &token3, "k").await.unwrap().0, Some(3));
+
+    // Logout on a holder: the old token is dead on the outsider too, cache or not.
+    let s = Session::new(c.node(1), Some(token3.clone()));
+    s.get::<i64>("k").await.unwrap();
+    s.destroy();
+    s.commit().await.unwrap();
+    for t in [&token, &token2, &token3] {
+        assert!(
+            node.load(t).await.unwrap().is_none(),
+            "a logged-out session was served from the near cache"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_copy_is_served_no_longer_than_its_ttl() {
+    let c = three(Duration::from_millis(300)).await;
+    let (token, out) = session_and_outsider(&c).await;
+    let node = c.node(out);
+    read(&node, &token, "k").await.unwrap();
+    let before = calls(&c, out);
+    read(&node, &token, "k").await.unwrap();
+    assert_eq!(calls(&c, out) - before, 0, "a near-cache hit");
+    // Another client's write, with the first client's token unchanged: seen here once the
+    // TTL has passed.
+    write(&c.node(0), Some(&token), "other", 9).await.unwrap();
+    c.settle().await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let s = Session::new(node.clone(), Some(token.clone()));
+    assert_eq!(s.get::<i64>("other").await.unwrap(), Some(9));
+    assert!(
+        calls(&c, out) > before,
+        "the expired copy was fetched again"
+    );
+}
