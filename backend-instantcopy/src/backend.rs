@@ -10,6 +10,7 @@ use session_core::{
 use crate::config::{Ack, NodeId, Replication};
 use crate::node::InstantCopyNode;
 use crate::placement;
+use crate::routing::Route;
 use crate::state::{Placement, SessionState};
 use crate::wire::Update;
 use crate::write::Sends;
@@ -52,7 +53,7 @@ impl SessionBackend for InstantCopyNode {
         let result: Result<Saved, SessionError> = async {
             self.admit_new(true)?;
             let shared = &self.shared;
-            let id = SessionId::random();
+            let id = crate::routing::owned_id(shared.config.node_id);
             let stamp = shared.clock.now();
             let placement = Placement {
                 stamp,
@@ -150,7 +151,7 @@ impl SessionBackend for InstantCopyNode {
         let result: Result<Saved, SessionError> = async {
             let shared = &self.shared;
             let old_id = loaded.record.id;
-            let new_id = SessionId::random();
+            let new_id = crate::routing::owned_id(shared.config.node_id);
             let stamp = shared.clock.now();
             let now = now_millis();
             if loaded.record.is_expired(now) {
@@ -250,5 +251,32 @@ impl SessionBackend for InstantCopyNode {
 
     async fn shutdown(&self) {
         self.stop().await;
+    }
+
+    /// The owner the id names ([`owned_id`](crate::routing::owned_id)), version 0 (no version
+    /// is known: any live copy may serve), and the backups placement gives the id now.
+    fn routing_for_id(&self, id: &SessionId) -> Vec<u8> {
+        let owner = crate::routing::owner_of(id);
+        let owner = if owner.0 == 0 || self.shared.members.get(owner).is_none() {
+            self.shared.config.node_id
+        } else {
+            owner
+        };
+        // The backups the owner would have picked: every live member but the owner, ranked.
+        let backups = match self.shared.config.replication {
+            Replication::All => Vec::new(),
+            Replication::Backups(k) => {
+                let mut candidates = self.shared.members.live_peer_ids();
+                candidates.push(self.shared.config.node_id);
+                candidates.retain(|n| *n != owner);
+                crate::routing::pick_backups(id, &candidates, k as usize)
+            }
+        };
+        Route {
+            owner,
+            version: 0,
+            backups,
+        }
+        .encode()
     }
 }

@@ -157,7 +157,7 @@ pub use lifecycle::{DrainReport, Phase, Readiness};
 pub use membership::{Identity, MemberState, Membership, Peer, PeerStatus};
 pub use node::{InstantCopyNode, Shared, StartError};
 pub use replication::{Delivery, Queued, join};
-pub use routing::{Route, pick_backups, score};
+pub use routing::{Route, owned_id, owner_of, pick_backups, score};
 pub use state::{
     KEY_TOMBSTONE_TTL_MS, MAX_KEY_TOMBSTONES, MergeOutcome, Placement, SessionState, Stamp,
     WireEntry, WireState,

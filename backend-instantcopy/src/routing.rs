@@ -5,6 +5,23 @@ use session_core::{SessionId, TokenError};
 
 use crate::config::{MAX_BACKUPS, NodeId};
 
+/// A fresh session id whose first two bytes name `owner`, the node creating it (112 random
+/// bits remain). A token carries the owner in its routing anyway; the prefix is for adapters
+/// that only see the bare id (a tower-sessions cookie), so a node that misses such a session
+/// knows whom to ask. The prefix is not trusted: a forged one names, at worst, another member,
+/// costing one fetch, and never an address outside the membership.
+pub fn owned_id(owner: NodeId) -> SessionId {
+    let mut b = *SessionId::random().as_bytes();
+    b[..2].copy_from_slice(&owner.0.to_be_bytes());
+    SessionId::from_bytes(b)
+}
+
+/// The owner an id from [`owned_id`] names (0, no node, for ids made otherwise).
+pub fn owner_of(id: &SessionId) -> NodeId {
+    let b = id.as_bytes();
+    NodeId(u16::from_be_bytes([b[0], b[1]]))
+}
+
 /// Where a session lives, as carried (signed) in the client's token.
 ///
 /// Layout: `owner: u16 BE ‖ version: u64 BE ‖ backups: u16 BE × k` (10 + 2k bytes). Node ids are

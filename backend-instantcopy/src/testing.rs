@@ -502,6 +502,12 @@ impl SessionBackend for ClusterNode {
             .map(|n| n.counters())
             .unwrap_or_default()
     }
+    fn routing_for_id(&self, id: &session_core::SessionId) -> Vec<u8> {
+        self.cluster
+            .instance(self.index)
+            .map(|n| n.routing_for_id(id))
+            .unwrap_or_default()
+    }
 }
 
 /// Builds instant-copy clusters for the conformance suite.

@@ -61,6 +61,15 @@ pub trait SessionBackend: Send + Sync + 'static {
     /// Flushes pending work (replication queues, background tasks) and stops background tasks.
     /// The default does nothing.
     async fn shutdown(&self) {}
+
+    /// The routing data a token for session `id` should carry when only the bare id is known
+    /// (adapters for session frameworks whose cookie holds an unsigned id, such as
+    /// tower-sessions). Empty by default, which is right for every backend whose tokens carry
+    /// no routing; instant copy derives the session's owner from the id.
+    fn routing_for_id(&self, id: &crate::SessionId) -> Vec<u8> {
+        let _ = id;
+        Vec::new()
+    }
 }
 
 /// What kind of value a [`Metric`] is.

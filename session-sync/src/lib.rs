@@ -11,7 +11,8 @@
 //! | `cookie` | `cookie` | sealed (AES-256-GCM) in the client's cookie |
 //! | `sql` | `sql` | a row per session in PostgreSQL or SQLite |
 //! | `redis` | `redis` | a hash per session in Redis or Redis Cluster |
-//! | `full` | all four | |
+//! | `tower-sessions` | `tower_sessions_store` | (any of the server-side backends above as a tower-sessions `SessionStore`, for tower-sessions and axum-login apps) |
+//! | `full` | all of them | |
 //!
 //! Every backend implements the same trait, so switching is one line where the backend is
 //! built; handlers do not change. The crates it re-exports (`session-core`,
@@ -66,3 +67,7 @@ pub use backend_sql as sql;
 /// The Redis backend (`backend-redis`).
 #[cfg(feature = "redis")]
 pub use backend_redis as redis;
+
+/// Our server-side backends as a tower-sessions `SessionStore` (`session-tower`).
+#[cfg(feature = "tower-sessions")]
+pub use session_tower as tower_sessions_store;
