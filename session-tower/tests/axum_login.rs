@@ -1,6 +1,8 @@
-//! axum-login over tower-sessions over our instant-copy backend, on a 3-node cluster with every
-//! request sent to the next node in turn: login, a protected route, cart writes, concurrent
-//! writes to different keys on different nodes, logout. The app is the example's, unchanged.
+//! axum-login over tower-sessions over our backends: instant copy on a 3-node cluster with every
+//! request sent to the next node in turn (login, a protected route, cart writes, concurrent
+//! writes to different keys on different nodes, logout), and the same flow over SQL (SQLite)
+//! and Redis, each behind two app instances sharing the store. The app is the example's,
+//! unchanged.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed test
 
 #[path = "../examples/login_app/mod.rs"]
@@ -209,4 +211,81 @@ async fn forged_ids_find_no_session() {
         c.running().iter().map(|n| n.sessions_held()).sum::<usize>(),
         0
     );
+}
+
+/// The flow over two app instances sharing one server-side store.
+async fn shared_store_flow(
+    backend: Arc<dyn session_core::SessionBackend>,
+    keys: &session_core::KeyRing,
+) {
+    let mut urls = Vec::new();
+    for _ in 0..2 {
+        let app = login_app::router(SyncStore::new(backend.clone(), keys));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        urls.push(format!("http://{}", listener.local_addr().unwrap()));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+    }
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let mut u = Client {
+        http,
+        urls,
+        next: 0,
+        cookie: None,
+    };
+    assert_eq!(u.send("GET", "/me", None).await.0, 401);
+    let (s, _) = u
+        .send(
+            "POST",
+            "/login",
+            Some(json!({"name": "bob", "password": "builder"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{}", backend.scheme());
+    for i in 0..4 {
+        assert_eq!(u.send("GET", "/me", None).await, (200, "bob".to_owned()));
+        assert_eq!(u.send("POST", "/cart/nail", None).await.0, 200);
+        assert_eq!(
+            u.send("GET", "/cart/nail", None).await,
+            (200, (i + 1).to_string())
+        );
+    }
+    assert_eq!(u.send("POST", "/logout", None).await.0, 204);
+    assert_eq!(
+        u.send("GET", "/me", None).await.0,
+        401,
+        "{}",
+        backend.scheme()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn axum_login_over_sql() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = session_core::KeyRing::generate();
+    let url = format!("sqlite://{}", dir.path().join("s.db").display());
+    let backend = backend_sql::SqlBackend::connect(
+        backend_sql::testing::test_config(url),
+        ExpiryPolicy::default(),
+        &keys,
+    )
+    .await
+    .unwrap();
+    shared_store_flow(Arc::new(backend), &keys).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn axum_login_over_redis() {
+    let factory = backend_redis::testing::RedisFactory::single(session_core::testing::redis_url());
+    let backend = factory
+        .backend(ExpiryPolicy::default())
+        .await
+        .expect("Redis at REDIS_URL (./scripts/test starts it)");
+    shared_store_flow(Arc::new(backend), factory.keys()).await;
+    backend_redis::testing::delete_prefix(factory.config())
+        .await
+        .unwrap();
 }
