@@ -12,6 +12,7 @@
 //! | `sql` | `sql` | a row per session in PostgreSQL or SQLite |
 //! | `redis` | `redis` | a hash per session in Redis or Redis Cluster |
 //! | `tower-sessions` | `tower_sessions_store` | (any of the server-side backends above as a tower-sessions `SessionStore`, for tower-sessions and axum-login apps) |
+//! | `actix` | `actix_store` | (the same as an actix-session `SessionStore`, for actix-web apps) |
 //! | `full` | all of them | |
 //!
 //! Every backend implements the same trait, so switching is one line where the backend is
@@ -71,3 +72,7 @@ pub use backend_redis as redis;
 /// Our server-side backends as a tower-sessions `SessionStore` (`session-tower`).
 #[cfg(feature = "tower-sessions")]
 pub use session_tower as tower_sessions_store;
+
+/// Our server-side backends as an actix-session `SessionStore` (`session-actix`).
+#[cfg(feature = "actix")]
+pub use session_actix as actix_store;
