@@ -73,6 +73,8 @@ mod record;
 #[cfg(feature = "axum")]
 pub mod serve;
 mod session;
+#[cfg(feature = "metrics")]
+pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod token;
