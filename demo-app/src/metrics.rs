@@ -218,10 +218,31 @@ impl Collector for Scrape {
                 None,
                 MetricType::Histogram,
             )?;
+            // Per-bucket counts (Prometheus text is cumulative; the encoder sums them).
+            let mut prev = 0;
+            let buckets: Vec<(f64, u64)> = c
+                .client_bytes_buckets
+                .iter()
+                .map(|&(le, cum)| {
+                    let le = if le == u64::MAX {
+                        f64::INFINITY
+                    } else {
+                        le as f64
+                    };
+                    let n = cum - prev;
+                    prev = cum;
+                    (le, n)
+                })
+                .collect();
+            let buckets = if buckets.is_empty() {
+                vec![(f64::INFINITY, c.client_bytes_count)]
+            } else {
+                buckets
+            };
             m.encode_histogram::<Labels>(
                 c.client_bytes_sum as f64,
                 c.client_bytes_count,
-                &[(f64::INFINITY, c.client_bytes_count)],
+                &buckets,
                 None,
             )?;
         }

@@ -151,6 +151,10 @@ pub struct Counters {
     pub client_bytes_sum: u64,
     /// Number of requests that carried a token.
     pub client_bytes_count: u64,
+    /// The distribution of those token sizes: `(upper bound in bytes, cumulative count)` for
+    /// each of [`CLIENT_BYTES_BUCKETS`], then `(u64::MAX, count)` for the rest (a Prometheus
+    /// histogram's `le` buckets).
+    pub client_bytes_buckets: Vec<(u64, u64)>,
     /// `load` calls.
     pub loads: u64,
     /// Sessions created.
@@ -173,6 +177,10 @@ pub struct Counters {
     pub extra: Vec<Metric>,
 }
 
+/// Upper bounds (bytes) of the token-size histogram: an id token is 40–60 bytes, a sealed
+/// cookie up to the 4096-byte browser limit.
+pub const CLIENT_BYTES_BUCKETS: [u64; 8] = [32, 64, 128, 256, 512, 1024, 2048, 4096];
+
 /// Atomic counters a backend embeds and updates; [`snapshot`](CoreCounters::snapshot) gives the
 /// [`Counters`] the trait reports.
 #[derive(Debug, Default)]
@@ -181,6 +189,8 @@ pub struct CoreCounters {
     db_calls: AtomicU64,
     client_bytes_sum: AtomicU64,
     client_bytes_count: AtomicU64,
+    /// Per bucket of [`CLIENT_BYTES_BUCKETS`] (not cumulative), the last one for larger tokens.
+    client_bytes_buckets: [AtomicU64; CLIENT_BYTES_BUCKETS.len() + 1],
     loads: AtomicU64,
     creates: AtomicU64,
     saves: AtomicU64,
@@ -214,6 +224,8 @@ impl CoreCounters {
         self.client_bytes_sum
             .fetch_add(len as u64, Ordering::Relaxed);
         self.client_bytes_count.fetch_add(1, Ordering::Relaxed);
+        let bucket = CLIENT_BYTES_BUCKETS.partition_point(|&le| le < len as u64);
+        self.client_bytes_buckets[bucket].fetch_add(1, Ordering::Relaxed);
     }
 
     bump! {
@@ -257,6 +269,19 @@ impl CoreCounters {
             db_calls: r(&self.db_calls),
             client_bytes_sum: r(&self.client_bytes_sum),
             client_bytes_count: r(&self.client_bytes_count),
+            client_bytes_buckets: {
+                let mut total = 0;
+                CLIENT_BYTES_BUCKETS
+                    .iter()
+                    .copied()
+                    .chain([u64::MAX])
+                    .zip(&self.client_bytes_buckets)
+                    .map(|(le, n)| {
+                        total += r(n);
+                        (le, total)
+                    })
+                    .collect()
+            },
             loads: r(&self.loads),
             creates: r(&self.creates),
             saves: r(&self.saves),
@@ -267,5 +292,25 @@ impl CoreCounters {
             unavailable_writes: r(&self.unavailable_writes),
             extra,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_sizes_fall_into_cumulative_buckets() {
+        let c = CoreCounters::default();
+        for len in [10, 32, 64, 65, 4096, 5000] {
+            c.loaded_token(len);
+        }
+        let b = c.snapshot(Vec::new()).client_bytes_buckets;
+        assert_eq!(b.len(), CLIENT_BYTES_BUCKETS.len() + 1);
+        assert_eq!(b[0], (32, 2));
+        assert_eq!(b[1], (64, 3));
+        assert_eq!(b[2], (128, 4));
+        assert_eq!(b[7], (4096, 5));
+        assert_eq!(b[8], (u64::MAX, 6));
     }
 }

@@ -79,7 +79,9 @@ pub mod telemetry;
 pub mod testing;
 mod token;
 
-pub use backend::{CoreCounters, Counters, Metric, MetricKind, SessionBackend};
+pub use backend::{
+    CLIENT_BYTES_BUCKETS, CoreCounters, Counters, Metric, MetricKind, SessionBackend,
+};
 /// The `SameSite` cookie attribute values, for [`SessionConfig::same_site`].
 #[cfg(feature = "axum")]
 pub use cookie::SameSite;

@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | `session_network_calls_total` | counter | the paper's N |
 //! | `session_db_calls_total` | counter | the paper's D |
-//! | `session_client_bytes_sum`, `session_client_bytes_count` | counter | token bytes clients carried, and how many requests carried one |
+//! | `session_client_bytes_sum`, `session_client_bytes_count`, `session_client_bytes_bucket{le}` | counter | token bytes clients carried, how many requests carried one, and how many of those carried at most `le` bytes (cumulative, [`CLIENT_BYTES_BUCKETS`](crate::CLIENT_BYTES_BUCKETS)) |
 //! | `session_loads_total`, `session_creates_total`, `session_saves_total`, `session_cycles_total`, `session_destroys_total`, `session_invalid_tokens_total` | counter | backend operations |
 //! | `session_unavailable_reads_total`, `session_unavailable_writes_total` | counter | operations answered 503 |
 //! | `session_<scheme>_<name>{labels}` | counter or gauge | the backend's own metrics ([`Counters::extra`]); a latency histogram as a `_count` counter and a `_sum` gauge (seconds) |
@@ -88,6 +88,14 @@ pub fn publish_counters(scheme: &str, c: &Counters) {
     for (name, help, value) in core {
         metrics::describe_counter!(name, help);
         metrics::counter!(name).absolute(value);
+    }
+    for &(le, cumulative) in &c.client_bytes_buckets {
+        let le = if le == u64::MAX {
+            "+Inf".to_owned()
+        } else {
+            le.to_string()
+        };
+        metrics::counter!("session_client_bytes_bucket", "le" => le).absolute(cumulative);
     }
     for m in &c.extra {
         let name = format!("session_{scheme}_{}", m.name);

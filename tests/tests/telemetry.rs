@@ -81,6 +81,14 @@ async fn a_backend_published_through_the_metrics_facade_scrapes_with_its_names()
     assert_eq!(moved("session_loads_total{}"), 3.0);
     assert!(moved("session_network_calls_total{}") >= 3.0, "{after:?}");
     assert_eq!(moved("session_db_calls_total{}"), 0.0);
+    // Id tokens are 40–60 bytes: every one of the three fell into the `le = 64` bucket.
+    assert_eq!(
+        moved("session_client_bytes_bucket{le=64}"),
+        3.0,
+        "{after:?}"
+    );
+    assert_eq!(moved("session_client_bytes_bucket{le=32}"), 0.0);
+    assert_eq!(moved("session_client_bytes_bucket{le=+Inf}"), 3.0);
     // Publishing twice changes nothing (totals, not increments).
     publish();
     assert_eq!(
