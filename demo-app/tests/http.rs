@@ -168,24 +168,106 @@ async fn bad_input(c: &LocalCluster) {
 }
 
 /// The metric names the README promises.
-async fn metrics_contract(c: &LocalCluster) {
-    let text = reqwest::get(format!("{}/metrics", c.urls()[0]))
+/// `/metrics` of node `i`, parsed with a maintained Prometheus-text parser:
+/// `name{k=v,...}` (labels sorted) → value.
+async fn scrape(c: &LocalCluster, i: usize) -> std::collections::HashMap<String, f64> {
+    let text = reqwest::get(format!("{}/metrics", c.urls()[i]))
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
-    for name in [
-        "session_network_calls_total",
-        "session_db_calls_total",
-        "session_client_bytes_sum",
-        "session_client_bytes_count",
-        "http_request_duration_seconds_bucket{",
-        "route=\"/profile\"}",
-        "http_requests_total{",
-    ] {
-        assert!(text.contains(name), "/metrics lacks {name}");
+    let parsed = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .expect("/metrics is valid Prometheus text");
+    let mut out = std::collections::HashMap::new();
+    for s in parsed.samples {
+        let mut labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        labels.sort();
+        let (name, value) = match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => (s.metric.clone(), v),
+            prometheus_parse::Value::Histogram(buckets) => {
+                for b in buckets {
+                    let mut l = labels.clone();
+                    l.push(format!("le={}", b.less_than));
+                    l.sort();
+                    out.insert(format!("{}_bucket{{{}}}", s.metric, l.join(",")), b.count);
+                }
+                continue;
+            }
+            _ => continue,
+        };
+        out.insert(format!("{name}{{{}}}", labels.join(",")), value);
     }
+    out
+}
+
+async fn metrics_contract(c: &LocalCluster, kind: BackendKind) {
+    let before = scrape(c, 0).await;
+    for name in [
+        "session_network_calls_total{}",
+        "session_db_calls_total{}",
+        "session_client_bytes_sum{}",
+        "session_client_bytes_count{}",
+        "session_loads_total{}",
+        "session_unavailable_reads_total{}",
+    ] {
+        assert!(
+            before.contains_key(name),
+            "/metrics lacks {name}: {before:?}"
+        );
+    }
+    assert!(
+        before.keys().any(|k| k.starts_with("http_requests_total{")
+            && k.contains("class=")
+            && k.contains("route=")),
+        "{before:?}"
+    );
+    // A logged-in user reads its profile four times on node 1: loads move by four, and N or D
+    // as the scheme says (Redis: a round trip each; SQL: a query each; cookie and a local
+    // instant-copy copy: none).
+    let mut u = User::new();
+    let (s, _) = u
+        .send(
+            "POST",
+            format!("{}/login", c.urls()[0]),
+            Some(json!({"user": "metrics"})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let mid = scrape(c, 0).await;
+    for _ in 0..4 {
+        assert_eq!(
+            u.send("GET", format!("{}/profile", c.urls()[0]), None)
+                .await
+                .0,
+            200
+        );
+    }
+    let after = scrape(c, 0).await;
+    let moved = |name: &str| after[name] - mid[name];
+    assert_eq!(moved("session_loads_total{}"), 4.0, "{kind:?}");
+    let (n, d) = (
+        moved("session_network_calls_total{}"),
+        moved("session_db_calls_total{}"),
+    );
+    match kind {
+        BackendKind::Redis => assert!(n >= 4.0 && d == 0.0, "redis N {n} D {d}"),
+        BackendKind::Sql => assert!(d >= 4.0 && n == 0.0, "sql N {n} D {d}"),
+        BackendKind::Cookie | BackendKind::Instantcopy => {
+            assert_eq!((n, d), (0.0, 0.0), "{kind:?}: reads served locally")
+        }
+    }
+    assert!(
+        after["http_request_duration_seconds_count{route=/profile}"]
+            - before
+                .get("http_request_duration_seconds_count{route=/profile}")
+                .copied()
+                .unwrap_or(0.0)
+            >= 4.0,
+        "{after:?}"
+    );
     let health: Value = reqwest::get(format!("{}/healthz", c.urls()[0]))
         .await
         .unwrap()
@@ -200,7 +282,7 @@ async fn full(spec: ClusterSpec) -> LocalCluster {
     let mut c = LocalCluster::start(binary(), &spec).await.unwrap();
     cross_node_flow(&c, server_side).await;
     bad_input(&c).await;
-    metrics_contract(&c).await;
+    metrics_contract(&c, spec.backend).await;
     c.stop(Duration::from_secs(10)).await;
     c
 }
