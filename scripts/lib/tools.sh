@@ -10,6 +10,7 @@ TEST_TOOLS=(
   "redis-server redis-server the Redis Cluster and TLS tests start their own redis-server"
   "redis-cli redis-tools the Redis Cluster tests join their nodes with redis-cli --cluster create"
   "ip iproute2 the partition tests cut links between network namespaces (ip netns, veth, routes)"
+  "nginx nginx-light the rolling-restart tests run behind a real nginx (deploy/nginx.conf's settings)"
 )
 
 # Prints the packages whose command is missing from the PATH, one per line (deduplicated).
@@ -62,8 +63,21 @@ ensure_test_tools() {
   export DEBIAN_FRONTEND=noninteractive
   # -qq keeps the log short; apt-get still prints its errors, and a failure stops the run.
   apt-get update -qq || { echo "error: apt-get update failed (see above)" >&2; return 1; }
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
-    { echo "error: apt-get install ${missing[*]} failed (see above)" >&2; return 1; }
+  # Packages such as nginx start a system service on install (nginx on port 80); the tests
+  # start what they need themselves, on loopback ports. Keep invoke-rc.d from starting
+  # anything during this install, as Docker images do, unless the machine already has a policy.
+  local policy=/usr/sbin/policy-rc.d made_policy=false rc=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\n# installed by scripts/test for the duration of one apt-get install\nexit 101\n' >"$policy"
+    chmod +x "$policy"
+    made_policy=true
+  fi
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || rc=$?
+  if $made_policy; then rm -f "$policy"; fi
+  if [ "$rc" -ne 0 ]; then
+    echo "error: apt-get install ${missing[*]} failed (see above)" >&2
+    return 1
+  fi
   local still
   still="$(missing_tool_packages | tr '\n' ' ')"
   if [ -n "$still" ]; then

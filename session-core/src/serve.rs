@@ -49,6 +49,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tower_http::timeout::TimeoutLayer;
 
+/// How long [`serve`], once shut down and no longer accepting, keeps its open connections
+/// serving before it tells them to stop: a request already on its way over a fresh connection
+/// is answered instead of being cut off (a balancer cannot retry a cut-off POST).
+pub const SHUTDOWN_LINGER: Duration = Duration::from_millis(300);
+
 /// Resource bounds for one listener. See the [module docs](self) for what each one bounds.
 ///
 /// The defaults suit a public web app: `5s` to send a request head, `30s` per request, `60s`
@@ -118,8 +123,9 @@ impl ServeLimits {
 }
 
 /// Serves `router` on `listener` within `limits` until `shutdown` completes, then stops
-/// accepting, lets every open connection finish its request in flight (idle ones close at
-/// once) and returns when all are closed.
+/// accepting (serving the connections already waiting in the backlog), keeps serving open
+/// connections for [`SHUTDOWN_LINGER`], then lets every one finish its request in flight
+/// (idle ones close at once) and returns when all are closed.
 ///
 /// Fails only if `limits` is invalid ([`ServeLimits::validate`]); accept errors (out of file
 /// descriptors, a connection reset before it was accepted) are logged and retried after a
@@ -182,7 +188,24 @@ pub async fn serve(
             drop(permit);
         });
     }
+    // Connections the kernel already completed but this loop has not accepted yet would be
+    // reset when the listener closes, after a balancer may have sent them a request it then
+    // cannot retry (a POST): accept and serve them too.
+    while let Ok(Ok((stream, _))) = tokio::time::timeout(Duration::ZERO, listener.accept()).await {
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            break;
+        };
+        let _ = stream.set_nodelay(true);
+        let (router, stop) = (router.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            serve_connection(stream, router, limits, stop).await;
+            drop(permit);
+        });
+    }
     drop(listener);
+    // A connection accepted just before the shutdown may not have delivered its request yet;
+    // told to stop now, hyper would close it unanswered. Let such requests arrive first.
+    tokio::time::sleep(SHUTDOWN_LINGER).await;
     let _ = stop_tx.send(true);
     // Every connection holds a permit until it closes: all of them back means all closed.
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);

@@ -55,7 +55,7 @@ fn text(o: &Output) -> String {
 
 #[test]
 fn hidden_chromium_and_wrk_are_detected_and_would_be_installed() {
-    let dir = fake_path(&["redis-server", "redis-cli", "ip"]);
+    let dir = fake_path(&["redis-server", "redis-cli", "ip", "nginx"]);
     let out = ensure(dir.path(), "--dry-run");
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(text(&out).trim(), "would install: chromium wrk");
@@ -68,13 +68,13 @@ fn every_tool_hidden_names_every_package_once() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(
         text(&out).trim(),
-        "would install: chromium wrk redis-server redis-tools iproute2"
+        "would install: chromium wrk redis-server redis-tools iproute2 nginx-light"
     );
 }
 
 #[test]
 fn a_second_run_with_everything_present_installs_nothing() {
-    let dir = fake_path(&["chromium", "wrk", "redis-server", "redis-cli", "ip"]);
+    let dir = fake_path(&["chromium", "wrk", "redis-server", "redis-cli", "ip", "nginx"]);
     for args in ["--dry-run", ""] {
         let out = ensure(dir.path(), args);
         assert!(out.status.success(), "{}", text(&out));
@@ -87,7 +87,7 @@ fn a_second_run_with_everything_present_installs_nothing() {
 #[test]
 fn without_apt_get_it_fails_naming_the_command_to_run() {
     // No apt-get on this PATH: the step cannot install, so it must stop with the command.
-    let dir = fake_path(&["redis-server", "redis-cli", "wrk", "ip"]);
+    let dir = fake_path(&["redis-server", "redis-cli", "wrk", "ip", "nginx"]);
     let out = ensure(dir.path(), "");
     assert!(!out.status.success(), "{}", text(&out));
     let t = text(&out);

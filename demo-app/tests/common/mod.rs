@@ -136,6 +136,101 @@ impl Drop for RoundRobin {
     }
 }
 
+/// A real nginx in front of `backends`, round-robin, configured as `deploy/nginx.conf` is
+/// (minus its Docker DNS): a refused connection or a timeout moves the request to the next node,
+/// and nodes are never marked down for failures (see the comment there).
+/// Runs as one foreground process with its files in a temporary directory, on a free loopback
+/// port; killed on drop. `None` when no `nginx` is on the PATH.
+pub struct Nginx {
+    child: std::process::Child,
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    /// Starts nginx over `backends`, or `None` when nginx is not installed.
+    pub async fn start(backends: &[SocketAddr]) -> Option<Nginx> {
+        let bin = ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())?;
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let d = dir.path().display();
+        let servers: String = backends
+            .iter()
+            .map(|b| format!("        server {b} max_fails=0;\n"))
+            .collect();
+        let conf = format!(
+            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
+             error_log {d}/error.log warn;\nevents {{ worker_connections 1024; }}\n\
+             http {{\n    access_log off;\n    client_body_temp_path {d}/body;\n    \
+             proxy_temp_path {d}/proxy;\n    fastcgi_temp_path {d}/fastcgi;\n    \
+             uwsgi_temp_path {d}/uwsgi;\n    scgi_temp_path {d}/scgi;\n    \
+             upstream demo_nodes {{\n{servers}    }}\n    server {{\n        \
+             listen 127.0.0.1:{port};\n        location / {{\n            \
+             proxy_pass http://demo_nodes;\n            proxy_http_version 1.1;\n            \
+             proxy_set_header Connection \"\";\n            proxy_connect_timeout 1s;\n            \
+             proxy_next_upstream error timeout;\n        }}\n    }}\n}}\n"
+        );
+        let path = dir.path().join("nginx.conf");
+        std::fs::write(&path, conf).unwrap();
+        let mut child = std::process::Command::new(bin)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&path)
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        for _ in 0..100 {
+            if TcpStream::connect(addr).await.is_ok() {
+                return Some(Nginx {
+                    child,
+                    addr,
+                    _dir: dir,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
+        panic!("nginx did not start listening on {addr}: {log}");
+    }
+
+    /// The balancer's base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        if std::env::var("NGINX_ERRORS").is_ok() {
+            let log =
+                std::fs::read_to_string(self._dir.path().join("error.log")).unwrap_or_default();
+            eprintln!(
+                "nginx error log:\n{}",
+                log.lines()
+                    .filter(|l| !l.contains("connect() failed"))
+                    .take(40)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// `http://host:port` → `host:port`.
 pub fn addr_of(url: &str) -> SocketAddr {
     url.trim_start_matches("http://").parse().unwrap()
