@@ -74,7 +74,14 @@ fn every_tool_hidden_names_every_package_once() {
 
 #[test]
 fn a_second_run_with_everything_present_installs_nothing() {
-    let dir = fake_path(&["chromium", "wrk", "redis-server", "redis-cli", "ip", "nginx"]);
+    let dir = fake_path(&[
+        "chromium",
+        "wrk",
+        "redis-server",
+        "redis-cli",
+        "ip",
+        "nginx",
+    ]);
     for args in ["--dry-run", ""] {
         let out = ensure(dir.path(), args);
         assert!(out.status.success(), "{}", text(&out));
