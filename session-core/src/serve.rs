@@ -52,7 +52,7 @@ use tower_http::timeout::TimeoutLayer;
 /// How long [`serve`], once shut down and no longer accepting, keeps its open connections
 /// serving before it tells them to stop: a request already on its way over a fresh connection
 /// is answered instead of being cut off (a balancer cannot retry a cut-off POST).
-pub const SHUTDOWN_LINGER: Duration = Duration::from_millis(300);
+pub const SHUTDOWN_LINGER: Duration = Duration::from_secs(1);
 
 /// Resource bounds for one listener. See the [module docs](self) for what each one bounds.
 ///
@@ -191,18 +191,27 @@ pub async fn serve(
     // Connections the kernel already completed but this loop has not accepted yet would be
     // reset when the listener closes, after a balancer may have sent them a request it then
     // cannot retry (a POST): accept and serve them too.
-    while let Ok(Ok((stream, _))) = tokio::time::timeout(Duration::ZERO, listener.accept()).await {
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            break;
-        };
-        let _ = stream.set_nodelay(true);
-        let (router, stop) = (router.clone(), stop_rx.clone());
-        tokio::spawn(async move {
-            serve_connection(stream, router, limits, stop).await;
-            drop(permit);
-        });
+    // The accept syscall itself, not the reactor's view of readiness: under load the reactor
+    // may not have seen the last arrivals yet. The listener closes when `backlog` drops.
+    if let Ok(backlog) = listener.into_std() {
+        while let Ok((stream, _)) = backlog.accept() {
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                break;
+            };
+            let Ok(stream) = stream
+                .set_nonblocking(true)
+                .and_then(|()| TcpStream::from_std(stream))
+            else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let (router, stop) = (router.clone(), stop_rx.clone());
+            tokio::spawn(async move {
+                serve_connection(stream, router, limits, stop).await;
+                drop(permit);
+            });
+        }
     }
-    drop(listener);
     // A connection accepted just before the shutdown may not have delivered its request yet;
     // told to stop now, hyper would close it unanswered. Let such requests arrive first.
     tokio::time::sleep(SHUTDOWN_LINGER).await;
