@@ -52,6 +52,10 @@ pub struct NodeMetrics {
     pub lost_writes: Count,
     /// Reads served from a possibly stale copy (`on_unreachable = "stale"`).
     pub stale_serves: Count,
+    /// Loads by a bare session id (no version: tower-sessions' cookie) that found no copy on
+    /// any member: a forged, expired or destroyed id, each costing at most the fetches to the
+    /// members its prefix and placement name.
+    pub bare_id_misses: Count,
     /// Reads served from the near cache (a copy of a session held elsewhere, fetched before).
     pub near_cache_hits: Count,
     /// Creates and id cycles refused because the node holds `max_sessions` sessions or
@@ -194,6 +198,11 @@ pub(crate) fn snapshot(s: &Shared) -> Counters {
             "lost_writes_total",
             "Sessions served from an older surviving copy after the newer holders were confirmed gone",
             &m.lost_writes,
+        ),
+        c(
+            "bare_id_misses_total",
+            "Loads by a bare session id that found no copy on any member",
+            &m.bare_id_misses,
         ),
         c(
             "near_cache_hits_total",

@@ -257,6 +257,11 @@ impl InstantCopyNode {
                 }))
             }
             None => {
+                if route.version == 0 {
+                    // A load by a bare id (tower-sessions' cookie carries no version): forged,
+                    // expired or destroyed. It cost the fetches above, to members only.
+                    shared.metrics.bare_id_misses.inc();
+                }
                 if route.version > 0 {
                     shared.metrics.sessions_lost.inc();
                     tracing::info!(session = ?id, "no copy of the session survives; starting afresh");

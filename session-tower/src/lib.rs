@@ -28,7 +28,8 @@
 //!   the backend derives from the bare id ([`SessionBackend::routing_for_id`]): for instant copy
 //!   the id's first two bytes name the node that created the session, so a node that holds no
 //!   copy asks that member (and the holders placement names) — a forged prefix costs at most one
-//!   fetch to a configured member, never a connection elsewhere.
+//!   fetch to a configured member, never a connection elsewhere, and is counted
+//!   (`bare_id_misses_total` among instant copy's metrics).
 //! * **Saves.** tower-sessions saves the whole record; the store diffs it against what it
 //!   loaded for that id on this node and sends only the keys that changed (and removals), so two
 //!   requests changing different keys of one session both survive where the backend merges

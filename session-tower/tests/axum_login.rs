@@ -211,6 +211,14 @@ async fn forged_ids_find_no_session() {
         c.running().iter().map(|n| n.sessions_held()).sum::<usize>(),
         0
     );
+    // Every such miss is counted: five ids, each loaded on three nodes (and again by save and
+    // delete).
+    let misses: u64 = c
+        .running()
+        .iter()
+        .map(|n| n.shared().metrics.bare_id_misses.get())
+        .sum();
+    assert!(misses >= 15, "bare-id misses counted: {misses}");
 }
 
 /// The flow over two app instances sharing one server-side store.
