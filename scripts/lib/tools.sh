@@ -11,6 +11,9 @@ TEST_TOOLS=(
   "redis-cli redis-tools the Redis Cluster tests join their nodes with redis-cli --cluster create"
   "ip iproute2 the partition tests cut links between network namespaces (ip netns, veth, routes)"
   "nginx nginx-light the rolling-restart tests run behind a real nginx (deploy/nginx.conf's settings)"
+  "runuser util-linux the PostgreSQL TLS test runs initdb and pg_ctl as the postgres user"
+  "chown coreutils the PostgreSQL TLS test hands its data directory to the postgres user"
+  "callgrind_control valgrind bench instructions (instructions per request under callgrind)"
 )
 
 # Prints the packages whose command is missing from the PATH, one per line (deduplicated).
