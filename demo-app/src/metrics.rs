@@ -199,18 +199,6 @@ fn counter(enc: &mut DescriptorEncoder<'_>, name: &str, help: &str, v: u64) -> s
 impl Collector for Scrape {
     fn encode(&self, mut enc: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let c = &self.counters;
-        counter(
-            &mut enc,
-            "session_network_calls",
-            "Calls to other nodes or to the cache server (the paper's N)",
-            c.network_calls,
-        )?;
-        counter(
-            &mut enc,
-            "session_db_calls",
-            "Database calls (the paper's D)",
-            c.db_calls,
-        )?;
         {
             let mut m = enc.encode_descriptor(
                 "session_client_bytes",
@@ -246,28 +234,7 @@ impl Collector for Scrape {
                 None,
             )?;
         }
-        for (name, help, v) in [
-            ("session_loads", "Session loads", c.loads),
-            ("session_creates", "Sessions created", c.creates),
-            ("session_saves", "Deltas and touches saved", c.saves),
-            ("session_cycles", "Session id cycles", c.cycles),
-            ("session_destroys", "Sessions destroyed", c.destroys),
-            (
-                "session_invalid_tokens",
-                "Tokens rejected before any I/O",
-                c.invalid_tokens,
-            ),
-            (
-                "session_unavailable_reads",
-                "Loads refused with 503: the store or the newest copy could not be reached",
-                c.unavailable_reads,
-            ),
-            (
-                "session_unavailable_writes",
-                "Writes refused with 503: the store or the session's holders could not be reached",
-                c.unavailable_writes,
-            ),
-        ] {
+        for (name, help, v) in c.core() {
             counter(&mut enc, name, help, v)?;
         }
         {

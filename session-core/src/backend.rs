@@ -177,6 +177,47 @@ pub struct Counters {
     pub extra: Vec<Metric>,
 }
 
+impl Counters {
+    /// The counters every backend has, as `(name, help, value)`: the names exporters publish
+    /// (with a `_total` suffix: `session_network_calls_total`, ...). One list for the demo's
+    /// `/metrics` and the `metrics`-facade publisher, so the two cannot drift apart. The
+    /// token-size histogram (`client_bytes_*`) is not in it: it is not a plain counter.
+    pub fn core(&self) -> [(&'static str, &'static str, u64); 10] {
+        [
+            (
+                "session_network_calls",
+                "Calls to other nodes or to a cache server (the paper's N)",
+                self.network_calls,
+            ),
+            (
+                "session_db_calls",
+                "Database calls (the paper's D)",
+                self.db_calls,
+            ),
+            ("session_loads", "Session loads", self.loads),
+            ("session_creates", "Sessions created", self.creates),
+            ("session_saves", "Deltas and touches saved", self.saves),
+            ("session_cycles", "Session id cycles", self.cycles),
+            ("session_destroys", "Sessions destroyed", self.destroys),
+            (
+                "session_invalid_tokens",
+                "Tokens rejected before any I/O",
+                self.invalid_tokens,
+            ),
+            (
+                "session_unavailable_reads",
+                "Loads refused with 503: the store or the newest copy could not be reached",
+                self.unavailable_reads,
+            ),
+            (
+                "session_unavailable_writes",
+                "Writes refused with 503: the store or the session's holders could not be reached",
+                self.unavailable_writes,
+            ),
+        ]
+    }
+}
+
 /// Upper bounds (bytes) of the token-size histogram: an id token is 40–60 bytes, a sealed
 /// cookie up to the 4096-byte browser limit.
 pub const CLIENT_BYTES_BUCKETS: [u64; 8] = [32, 64, 128, 256, 512, 1024, 2048, 4096];

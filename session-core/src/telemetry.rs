@@ -47,13 +47,12 @@ pub fn publish(backend: &dyn SessionBackend) {
 
 /// Publishes a [`Counters`] snapshot of a backend of scheme `scheme`.
 pub fn publish_counters(scheme: &str, c: &Counters) {
-    let core: [(&'static str, &'static str, u64); 12] = [
-        (
-            "session_network_calls_total",
-            "Calls to other nodes or to a cache server (N)",
-            c.network_calls,
-        ),
-        ("session_db_calls_total", "Database calls (D)", c.db_calls),
+    for (name, help, value) in c.core() {
+        let name = format!("{name}_total");
+        metrics::describe_counter!(name.clone(), help);
+        metrics::counter!(name).absolute(value);
+    }
+    for (name, help, value) in [
         (
             "session_client_bytes_sum",
             "Bytes of session token clients carried",
@@ -64,28 +63,7 @@ pub fn publish_counters(scheme: &str, c: &Counters) {
             "Requests that carried a session token",
             c.client_bytes_count,
         ),
-        ("session_loads_total", "Session loads", c.loads),
-        ("session_creates_total", "Sessions created", c.creates),
-        ("session_saves_total", "Deltas and touches saved", c.saves),
-        ("session_cycles_total", "Session id cycles", c.cycles),
-        ("session_destroys_total", "Sessions destroyed", c.destroys),
-        (
-            "session_invalid_tokens_total",
-            "Tokens rejected before any I/O",
-            c.invalid_tokens,
-        ),
-        (
-            "session_unavailable_reads_total",
-            "Loads answered 503: store or newest copy out of reach",
-            c.unavailable_reads,
-        ),
-        (
-            "session_unavailable_writes_total",
-            "Writes answered 503: store or replicas out of reach",
-            c.unavailable_writes,
-        ),
-    ];
-    for (name, help, value) in core {
+    ] {
         metrics::describe_counter!(name, help);
         metrics::counter!(name).absolute(value);
     }
