@@ -52,7 +52,10 @@ type State = HashMap<String, String>;
 /// A session-sync backend as an actix-session store.
 pub struct SyncStore {
     backend: Arc<dyn SessionBackend>,
-    loaded: Cache<String, Arc<State>>,
+    /// What `load` returned for each key lately (the backend's session and its state): the
+    /// session an `update` writes to and the base it is diffed against, so an update costs no
+    /// second load.
+    loaded: Cache<String, Arc<(Loaded, State)>>,
 }
 
 impl fmt::Debug for SyncStore {
@@ -112,8 +115,6 @@ impl SyncStore {
 
     async fn create(&self, state: &State) -> Result<SessionKey, anyhow::Error> {
         let saved = self.backend.create(to_data(state)?).await?;
-        self.loaded
-            .insert(saved.token.clone(), Arc::new(state.clone()));
         key(saved.token)
     }
 }
@@ -128,8 +129,10 @@ impl SessionStore for SyncStore {
             return Ok(None);
         };
         let state = to_state(&loaded.record.data);
-        self.loaded
-            .insert(session_key.as_ref().to_owned(), Arc::new(state.clone()));
+        self.loaded.insert(
+            session_key.as_ref().to_owned(),
+            Arc::new((loaded, state.clone())),
+        );
         Ok(Some(state))
     }
 
@@ -147,21 +150,25 @@ impl SessionStore for SyncStore {
         session_state: State,
         _ttl: &time::Duration,
     ) -> Result<SessionKey, UpdateError> {
-        let Some(loaded) = self
-            .load_ours(&session_key)
-            .await
-            .map_err(UpdateError::Other)?
-        else {
-            // Gone (expired, or logged out elsewhere): a new session, as actix-session's own
-            // stores do.
-            return self
-                .create(&session_state)
-                .await
-                .map_err(UpdateError::Other);
-        };
-        let base = match self.loaded.get(session_key.as_ref()) {
-            Some(b) => b,
-            None => Arc::new(to_state(&loaded.record.data)),
+        // The load this request made (no second round trip), else a fresh one.
+        let (loaded, base) = match self.loaded.remove(session_key.as_ref()) {
+            Some((_, snapshot)) => (snapshot.0.clone(), snapshot.1.clone()),
+            None => {
+                let Some(loaded) = self
+                    .load_ours(&session_key)
+                    .await
+                    .map_err(UpdateError::Other)?
+                else {
+                    // Gone (expired, or logged out elsewhere): a new session, as
+                    // actix-session's own stores do.
+                    return self
+                        .create(&session_state)
+                        .await
+                        .map_err(UpdateError::Other);
+                };
+                let base = to_state(&loaded.record.data);
+                (loaded, base)
+            }
         };
         let mut delta = Delta::default();
         for (k, v) in &session_state {
@@ -181,7 +188,6 @@ impl SessionStore for SyncStore {
             .save(&loaded, &delta)
             .await
             .map_err(|e| UpdateError::Other(e.into()))?;
-        self.loaded.remove(session_key.as_ref());
         key(saved.token).map_err(UpdateError::Other)
     }
 

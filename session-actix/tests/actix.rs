@@ -85,8 +85,11 @@ async fn actix_session_on_three_nodes_round_robin() {
             );
             cookie = ck;
             let (i, m, p, ck) = next("POST", "/cart/book", &mut cookie);
+            let loads = c.instance(i).unwrap().counters().loads;
             let (s, _, ck) = call(&apps[i], &m, &p, &ck).await;
             assert_eq!(s, 200);
+            // Read and written in one request: one load, the update reuses it.
+            assert_eq!(c.instance(i).unwrap().counters().loads - loads, 1);
             cookie = ck;
             if ack == Ack::Async {
                 c.settle().await;

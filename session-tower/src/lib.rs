@@ -63,12 +63,21 @@ use tower_sessions_core::session_store::{self, Error};
 /// Snapshots kept of loaded records, for diffing their saves (per node, most recent ids).
 const SNAPSHOTS: usize = 10_000;
 
+/// A load, kept for the save that follows it. `loaded` is `None` after a create (the store then
+/// loads before it saves).
+struct Snapshot {
+    loaded: Option<Loaded>,
+    data: HashMap<String, Value>,
+}
+
 /// A session-sync backend as a tower-sessions store.
 pub struct SyncStore {
     backend: Arc<dyn SessionBackend>,
     signer: TokenSigner,
-    /// What `load` returned for each id lately: the base a `save` is diffed against.
-    loaded: Cache<Id, Arc<HashMap<String, Value>>>,
+    /// What `load` returned for each id lately (the backend's session and the record's data):
+    /// the session a `save` writes to and the base its record is diffed against, so a save
+    /// costs no second load.
+    loaded: Cache<Id, Arc<Snapshot>>,
 }
 
 impl fmt::Debug for SyncStore {
@@ -171,20 +180,32 @@ impl SessionStore for SyncStore {
         let verified = self.signer.verify(&saved.token).map_err(backend_error)?;
         record.id = tower_id(&verified.id);
         record.expiry_date = expiry(saved.expires_at);
-        self.loaded.insert(record.id, Arc::new(record.data.clone()));
+        self.loaded.insert(
+            record.id,
+            Arc::new(Snapshot {
+                loaded: None,
+                data: record.data.clone(),
+            }),
+        );
         Ok(())
     }
 
     async fn save(&self, record: &Record) -> session_store::Result<()> {
-        let Some(loaded) = self.load_ours(&record.id).await? else {
+        // The load this request made (no second round trip), else a fresh one.
+        let snapshot = self.loaded.remove(&record.id).map(|(_, s)| s);
+        let loaded = match snapshot.as_ref().and_then(|s| s.loaded.clone()) {
+            Some(l) => Some(l),
+            None => self.load_ours(&record.id).await?,
+        };
+        let Some(loaded) = loaded else {
             // Destroyed (a logout elsewhere) or expired: writing it back would resurrect it.
             return Err(Error::Backend(
                 "the session no longer exists (logged out or expired)".into(),
             ));
         };
-        let base = match self.loaded.get(&record.id) {
-            Some(b) => b,
-            None => Arc::new(to_map(&loaded.record.data)?),
+        let base = match &snapshot {
+            Some(s) => s.data.clone(),
+            None => to_map(&loaded.record.data)?,
         };
         let mut delta = Delta::default();
         for (k, v) in &record.data {
@@ -212,11 +233,18 @@ impl SessionStore for SyncStore {
             return Ok(None);
         };
         let data = to_map(&loaded.record.data)?;
-        self.loaded.insert(*id, Arc::new(data.clone()));
+        let expiry_date = expiry(loaded.record.expires_at());
+        self.loaded.insert(
+            *id,
+            Arc::new(Snapshot {
+                loaded: Some(loaded),
+                data: data.clone(),
+            }),
+        );
         Ok(Some(Record {
             id: *id,
             data,
-            expiry_date: expiry(loaded.record.expires_at()),
+            expiry_date,
         }))
     }
 

@@ -261,6 +261,10 @@ async fn shared_store_flow(
             (200, (i + 1).to_string())
         );
     }
+    // A request that reads and writes its session loads it once: the save reuses that load.
+    let loads = backend.counters().loads;
+    assert_eq!(u.send("POST", "/cart/nail", None).await.0, 200);
+    assert_eq!(backend.counters().loads - loads, 1, "{}", backend.scheme());
     assert_eq!(u.send("POST", "/logout", None).await.0, 204);
     assert_eq!(
         u.send("GET", "/me", None).await.0,
