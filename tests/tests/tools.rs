@@ -19,8 +19,6 @@ fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/lib/tools.sh")
 }
 
-/// A directory holding do-nothing executables named `names`, to stand in for a PATH on which
-/// exactly those tools are installed.
 /// Every command the tool list names.
 const ALL: [&str; 9] = [
     "chromium",
@@ -39,6 +37,8 @@ fn all_but(hidden: &[&str]) -> Vec<&'static str> {
     ALL.into_iter().filter(|c| !hidden.contains(c)).collect()
 }
 
+/// A directory holding do-nothing executables named `names`, to stand in for a PATH on which
+/// exactly those tools are installed.
 fn fake_path(names: &[&str]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for n in names {
