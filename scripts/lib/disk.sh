@@ -4,8 +4,9 @@
 # A clean run of ./scripts/test writes about 2.8 GB into the target directory (test binaries
 # with line tables only, no incremental cache; see [profile.dev] in Cargo.toml). Running out of
 # disk half-way shows up as a linker "Bus error" or "No space left on device" minutes in; this
-# check says so at once, with the numbers.
-BUILD_SPACE_NEEDED_MB=${BUILD_SPACE_NEEDED_MB:-4000}
+# check says so at once, with the numbers. The default need is that plus ~0.5 GB for the system
+# tools the next step may install (Chromium is the largest) and the tests' temporary files.
+BUILD_SPACE_NEEDED_MB=${BUILD_SPACE_NEEDED_MB:-3500}
 
 # ensure_build_space TARGET_DIR: fails when the free space on TARGET_DIR's filesystem, plus what
 # the directory already holds (a rebuild reuses it), is below BUILD_SPACE_NEEDED_MB.
