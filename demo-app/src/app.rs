@@ -170,7 +170,8 @@ pub fn routers(config: &DemoConfig, backend: Backend) -> (Router, Option<Router>
         cart_max_lines: config.cart_max_lines,
         backend,
     });
-    let layer = SessionLayer::with_config(state.backend.session.clone(), config.layer_config());
+    let layer = SessionLayer::with_config(state.backend.session.clone(), config.layer_config())
+        .with_request_costs(state.metrics.request_costs.clone());
     let app = Router::new()
         .route("/login", post(login))
         .route("/profile", get(profile))

@@ -10,11 +10,14 @@
 //! | `session_client_bytes` | histogram (`_sum`, `_count`) | bytes of session token the client carried per request |
 //! | `session_loads_total`, `session_creates_total`, `session_saves_total`, `session_cycles_total`, `session_destroys_total`, `session_invalid_tokens_total` | counter | backend operations |
 //! | `session_unavailable_reads_total`, `session_unavailable_writes_total` | counter | operations that failed with `Unavailable` (answered 503), every backend |
+//! | `session_requests_total{kind}` | counter | requests through the session layer, `kind` = `read` (session only read) or `write` (created, changed, cycled or destroyed) |
+//! | `session_request_network_calls_total{kind}`, `session_request_db_calls_total{kind}` | counter | N and D made by those requests themselves (attributed per request; background replication is not in them) |
 //! | `http_request_duration_seconds{route}` | histogram | request latency per route template |
 //! | `http_requests_total{route,class}` | counter | requests per route and status class (`2xx`, `4xx`, `5xx`) |
 //! | `session_<scheme>_<name>{...}` | any | the backend's own metrics (peers, pushes, replication lag, pool, ...) |
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -25,6 +28,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
+use session_core::cost::{RequestCosts, RequestCostsSnapshot};
 use session_core::{Counters, Histogram, HistogramSnapshot, MetricKind};
 
 use crate::app::AppState;
@@ -58,6 +62,8 @@ pub struct HttpMetrics {
     requests: AtomicU64,
     /// `(ms since start, requests, N, D)` samples, one per second, for the status page.
     window: Mutex<std::collections::VecDeque<(u64, u64, u64, u64)>>,
+    /// N and D attributed to each request by the session layer, by read and write.
+    pub request_costs: Arc<RequestCosts>,
 }
 
 impl Default for HttpMetrics {
@@ -73,6 +79,7 @@ impl HttpMetrics {
             routes: ROUTES.iter().map(|r| (*r, RouteStats::default())).collect(),
             requests: AtomicU64::new(0),
             window: Mutex::new(Default::default()),
+            request_costs: Arc::new(RequestCosts::default()),
         }
     }
 
@@ -145,6 +152,7 @@ pub fn render(state: &AppState) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Scrape {
         counters: state.backend.session.counters(),
+        costs: state.metrics.request_costs.snapshot(),
         scheme: state.backend.session.scheme(),
         routes: state
             .metrics
@@ -171,6 +179,7 @@ pub fn render(state: &AppState) -> Result<String, std::fmt::Error> {
 #[derive(Debug)]
 struct Scrape {
     counters: Counters,
+    costs: RequestCostsSnapshot,
     scheme: &'static str,
     routes: Vec<(&'static str, HistogramSnapshot, Vec<u64>)>,
 }
@@ -236,6 +245,30 @@ impl Collector for Scrape {
         }
         for (name, help, v) in c.core() {
             counter(&mut enc, name, help, v)?;
+        }
+        let per_kind: [(&str, &str, fn(&session_core::cost::KindSnapshot) -> u64); 3] = [
+            (
+                "session_requests",
+                "Requests through the session layer, by kind (read: the session was only read; write: it was created, changed, cycled or destroyed)",
+                |k| k.requests,
+            ),
+            (
+                "session_request_network_calls",
+                "Network calls made by the requests themselves, by kind (the paper's N per read / per write; background replication is not included)",
+                |k| k.network_calls,
+            ),
+            (
+                "session_request_db_calls",
+                "Database calls made by the requests themselves, by kind (the paper's D per read / per write)",
+                |k| k.db_calls,
+            ),
+        ];
+        for (name, help, value) in per_kind {
+            let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (kind, totals) in self.costs.by_kind() {
+                let labels: Labels = vec![("kind".into(), kind.as_str().into())];
+                ConstCounter::new(value(&totals)).encode(m.encode_family(&labels)?)?;
+            }
         }
         {
             let mut m = enc.encode_descriptor(

@@ -248,6 +248,30 @@ async fn metrics_contract(c: &LocalCluster, kind: BackendKind) {
     let after = scrape(c, 0).await;
     let moved = |name: &str| after[name] - mid[name];
     assert_eq!(moved("session_loads_total{}"), 4.0, "{kind:?}");
+    // The layer attributes each request's calls to it, by kind: the login was one write, the
+    // four profile reads are reads, and every call they made is in the read totals (nothing
+    // in the background makes these calls).
+    let was = |m: &std::collections::HashMap<String, f64>, name: &str| {
+        m.get(name).copied().unwrap_or(0.0)
+    };
+    assert_eq!(
+        was(&mid, "session_requests_total{kind=write}")
+            - was(&before, "session_requests_total{kind=write}"),
+        1.0,
+        "{kind:?}: the login is a write"
+    );
+    assert_eq!(moved("session_requests_total{kind=read}"), 4.0, "{kind:?}");
+    assert_eq!(moved("session_requests_total{kind=write}"), 0.0, "{kind:?}");
+    assert_eq!(
+        moved("session_request_network_calls_total{kind=read}"),
+        moved("session_network_calls_total{}"),
+        "{kind:?}: N attributed to the reads"
+    );
+    assert_eq!(
+        moved("session_request_db_calls_total{kind=read}"),
+        moved("session_db_calls_total{}"),
+        "{kind:?}: D attributed to the reads"
+    );
     let (n, d) = (
         moved("session_network_calls_total{}"),
         moved("session_db_calls_total{}"),

@@ -249,14 +249,17 @@ macro_rules! bump {
 }
 
 impl CoreCounters {
-    /// Records `n` calls to other nodes or a cache server (N).
+    /// Records `n` calls to other nodes or a cache server (N), node-wide and, inside
+    /// [`cost::measure`](crate::cost::measure), for the request being served.
     pub fn network(&self, n: u64) {
         self.network_calls.fetch_add(n, Ordering::Relaxed);
+        crate::cost::add_network(n);
     }
 
-    /// Records `n` database calls (D).
+    /// Records `n` database calls (D), node-wide and for the request being served.
     pub fn db(&self, n: u64) {
         self.db_calls.fetch_add(n, Ordering::Relaxed);
+        crate::cost::add_db(n);
     }
 
     /// Records a token of `len` bytes carried by the client, and counts the load.

@@ -17,6 +17,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::backend::SessionBackend;
+use crate::cost::{RequestCosts, RequestKind};
 use crate::error::SessionError;
 use crate::record::now_millis;
 use crate::session::{Commit, Session, SessionLimits};
@@ -492,6 +493,7 @@ fn cookie_value<'v>(header: &'v str, name: &str) -> Option<&'v str> {
 pub struct SessionLayer {
     backend: Arc<dyn SessionBackend>,
     config: Arc<SessionConfig>,
+    costs: Option<Arc<RequestCosts>>,
 }
 
 impl std::fmt::Debug for SessionLayer {
@@ -514,7 +516,19 @@ impl SessionLayer {
         SessionLayer {
             backend,
             config: Arc::new(config),
+            costs: None,
         }
+    }
+
+    /// Also measures each request's network and database calls ([`cost::measure`]) and adds
+    /// them to `costs` as a read or a write, so N and D can be reported per read and per write
+    /// (the demo exports them as `session_request_*_total{kind}`). Off by default; when on,
+    /// each request runs inside one task-local scope.
+    ///
+    /// [`cost::measure`]: crate::cost::measure
+    pub fn with_request_costs(mut self, costs: Arc<RequestCosts>) -> Self {
+        self.costs = Some(costs);
+        self
     }
 }
 
@@ -525,6 +539,7 @@ impl<S> Layer<S> for SessionLayer {
             inner,
             backend: self.backend.clone(),
             config: self.config.clone(),
+            costs: self.costs.clone(),
         }
     }
 }
@@ -535,6 +550,7 @@ pub struct SessionService<S> {
     inner: S,
     backend: Arc<dyn SessionBackend>,
     config: Arc<SessionConfig>,
+    costs: Option<Arc<RequestCosts>>,
 }
 
 impl<S> std::fmt::Debug for SessionService<S> {
@@ -578,7 +594,8 @@ where
         };
         let session = Session::with_limits(self.backend.clone(), token, config.limits);
         req.extensions_mut().insert(session.clone());
-        Box::pin(async move {
+        let written = self.costs.as_ref().map(|_| session.clone());
+        let serve = async move {
             let res = inner.call(req).await?.map(Body::new);
             if res.status().is_server_error() {
                 return Ok(res);
@@ -611,7 +628,20 @@ where
                     Ok(err)
                 }
             }
-        })
+        };
+        match (self.costs.clone(), written) {
+            (Some(costs), Some(wrote)) => Box::pin(async move {
+                let (res, cost) = crate::cost::measure(serve).await;
+                let kind = if wrote.has_written() {
+                    RequestKind::Write
+                } else {
+                    RequestKind::Read
+                };
+                costs.record(kind, cost);
+                res
+            }),
+            _ => Box::pin(serve),
+        }
     }
 }
 

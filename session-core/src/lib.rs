@@ -18,6 +18,8 @@
 //! * [`serve`](mod@serve): serving a `Router` with a header-read timeout, a request timeout, an
 //!   inactivity timeout and a connection cap ([`serve::ServeLimits`]), for the app port and the
 //!   cluster port alike.
+//! * [`cost`]: each request's N and D, attributed by the layer and summed per read and per
+//!   write ([`cost::RequestCosts`]).
 //! * [`testing`] (feature `testing`): the conformance suite every backend runs.
 //!
 //! ## An axum app with sessions
@@ -61,6 +63,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backend;
+pub mod cost;
 mod error;
 mod expiry;
 mod histogram;

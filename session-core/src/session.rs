@@ -121,6 +121,8 @@ struct Pending {
     destroy: bool,
     /// Outcome of an explicit `save()` earlier in the request, still to be sent.
     outcome: Option<Commit>,
+    /// A commit of this handle carried a change (data, an id cycle or a destroy).
+    wrote: bool,
 }
 
 enum LoadState {
@@ -448,6 +450,14 @@ impl Session {
         !p.delta.is_empty() || p.cycle || p.destroy
     }
 
+    /// True once a [`save`](Session::save) or [`commit`](Session::commit) of this handle carried
+    /// a change: values set or removed, an id cycle or a destroy (whether or not the backend
+    /// accepted it). A touch or a token re-issue is not a change. The layer uses it to count
+    /// the request as a write ([`RequestKind`](crate::cost::RequestKind)).
+    pub fn has_written(&self) -> bool {
+        self.inner.pending.lock().wrote
+    }
+
     /// Writes pending changes now instead of after the handler, so the handler can react to an
     /// error (for example a cookie that would be too large). The resulting token is still sent
     /// by the layer when the response goes out.
@@ -487,11 +497,13 @@ impl Session {
     async fn commit_pending(&self) -> Result<Commit, SessionError> {
         let (mut delta, cycle, destroy) = {
             let mut p = self.inner.pending.lock();
-            (
+            let taken = (
                 std::mem::take(&mut p.delta),
                 std::mem::take(&mut p.cycle),
                 std::mem::take(&mut p.destroy),
-            )
+            );
+            p.wrote |= !taken.0.is_empty() || taken.1 || taken.2;
+            taken
         };
         let modified = !delta.is_empty() || cycle || destroy;
         let was_loaded = self.loaded_now().is_some() || {
