@@ -126,6 +126,9 @@ pub struct Peer {
     pub(crate) queue: mpsc::Sender<Queued>,
     /// Push batches sent.
     pub pushes: Count,
+    /// Updates taken off its queue, before coalescing (one per write or touch replicated to
+    /// it; `push_updates` counts what was sent after coalescing).
+    pub push_queued: Count,
     /// Updates sent.
     pub push_updates: Count,
     /// Bytes of sealed push bodies sent.
@@ -377,6 +380,7 @@ impl Membership {
             needs_resync: AtomicBool::new(false),
             queue: tx,
             pushes: Count::default(),
+            push_queued: Count::default(),
             push_updates: Count::default(),
             push_bytes: Count::default(),
             push_failures: Count::default(),

@@ -326,6 +326,11 @@ pub(crate) fn snapshot(s: &Shared) -> Counters {
             &p.pushes,
         )));
         extra.push(labelled(c(
+            "push_queued_total",
+            "Updates queued for the peer, before coalescing",
+            &p.push_queued,
+        )));
+        extra.push(labelled(c(
             "push_updates_total",
             "Updates sent",
             &p.push_updates,

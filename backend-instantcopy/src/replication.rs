@@ -201,6 +201,7 @@ impl Replicator {
     }
 
     async fn send_coalesced(&self, peer: &Arc<Peer>, batch: Vec<Queued>) {
+        peer.push_queued.add(batch.len() as u64);
         // Coalesce: one update per session (states joined; a destroy is final).
         let mut order: Vec<SessionId> = Vec::new();
         let mut merged: HashMap<SessionId, Update> = HashMap::new();

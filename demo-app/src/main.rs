@@ -316,9 +316,22 @@ async fn compare(opts: CompareOptions, out: PathBuf) -> Result<(), String> {
     init_tracing("warn");
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
     let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let report = demo_app::compare::run(&exe, &opts, progress)
+    let mut report = demo_app::compare::run(&exe, &opts, progress)
         .await
         .map_err(|e| e.to_string())?;
+    // The command as a reader would type it (service URLs are not on the line: they come
+    // from the environment or flags, and a flag's password is redacted).
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .map(|a| {
+            if a.contains("://") {
+                demo_app::compare::redact(&a)
+            } else {
+                a
+            }
+        })
+        .collect();
+    report.command = Some(format!("demo-app {}", args.join(" ")));
     println!("{}", report.markdown());
     let files = report.write(&out).map_err(|e| e.to_string())?;
     for f in files {

@@ -199,6 +199,9 @@ fn per_bucket(s: &HistogramSnapshot) -> Vec<(f64, u64)> {
 
 type Labels = Vec<(String, String)>;
 
+/// Reads one total of a per-kind request cost.
+type KindField = fn(&session_core::cost::KindSnapshot) -> u64;
+
 fn counter(enc: &mut DescriptorEncoder<'_>, name: &str, help: &str, v: u64) -> std::fmt::Result {
     let c = ConstCounter::new(v);
     let m = enc.encode_descriptor(name, help, None, c.metric_type())?;
@@ -246,7 +249,7 @@ impl Collector for Scrape {
         for (name, help, v) in c.core() {
             counter(&mut enc, name, help, v)?;
         }
-        let per_kind: [(&str, &str, fn(&session_core::cost::KindSnapshot) -> u64); 3] = [
+        let per_kind: [(&str, &str, KindField); 3] = [
             (
                 "session_requests",
                 "Requests through the session layer, by kind (read: the session was only read; write: it was created, changed, cycled or destroyed)",

@@ -450,9 +450,10 @@ impl Session {
         !p.delta.is_empty() || p.cycle || p.destroy
     }
 
-    /// True once a [`save`](Session::save) or [`commit`](Session::commit) of this handle carried
-    /// a change: values set or removed, an id cycle or a destroy (whether or not the backend
-    /// accepted it). A touch or a token re-issue is not a change. The layer uses it to count
+    /// True once a [`save`](Session::save) or [`commit`](Session::commit) of this handle went to
+    /// the backend with a change: values set or removed, an id cycle or a destroy (whether or
+    /// not the backend accepted it). A touch, a token re-issue, and a removal of a key the
+    /// session does not hold are not changes. The layer uses it to count
     /// the request as a write ([`RequestKind`](crate::cost::RequestKind)).
     pub fn has_written(&self) -> bool {
         self.inner.pending.lock().wrote
@@ -497,13 +498,11 @@ impl Session {
     async fn commit_pending(&self) -> Result<Commit, SessionError> {
         let (mut delta, cycle, destroy) = {
             let mut p = self.inner.pending.lock();
-            let taken = (
+            (
                 std::mem::take(&mut p.delta),
                 std::mem::take(&mut p.cycle),
                 std::mem::take(&mut p.destroy),
-            );
-            p.wrote |= !taken.0.is_empty() || taken.1 || taken.2;
-            taken
+            )
         };
         let modified = !delta.is_empty() || cycle || destroy;
         let was_loaded = self.loaded_now().is_some() || {
@@ -533,6 +532,9 @@ impl Session {
             loaded.as_ref().filter(|_| !destroy).map(|l| &l.record.data),
             &delta,
         )?;
+        if !delta.is_empty() || cycle || destroy {
+            self.inner.pending.lock().wrote = true;
+        }
 
         if destroy {
             if let Some(l) = &loaded {

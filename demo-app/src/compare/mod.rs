@@ -8,18 +8,23 @@
 //! own session token like a browser (the `sid` cookie, replaced from `Set-Cookie`). Users run
 //! concurrently over one keep-alive HTTP client.
 //!
-//! What is measured, and how:
-//! * latency (p50/p99) and throughput: by the load generator, over the workload phase only
-//!   (logins happen first and are reported separately);
-//! * N and D per request: every node's `/metrics` is scraped before and after the workload
-//!   (after replication went quiet); the deltas of `session_network_calls_total` and
-//!   `session_db_calls_total`, summed over the nodes, are divided by the requests sent. For
-//!   instant copy N counts fetches from peers (pushes are counted separately as replication
-//!   messages); for Redis it counts round trips to the server;
-//! * replication messages per write (instant copy): the delta of
-//!   `session_instantcopy_push_updates_total` (updates sent to peers, after coalescing) divided
-//!   by the writes (cart writes and any re-login);
-//! * client bytes: the mean length of the token the load generator sent per request;
+//! What is measured, and how (the same accounting for every scheme; `results.md` repeats it
+//! under the tables):
+//! * latency (p50/p99) of reads and of writes separately, and throughput: by the load
+//!   generator, over the workload phase only (logins happen first and are reported separately);
+//! * N and D per read and per write: each node's session layer attributes the calls a request
+//!   makes to that request and counts it as a read or a write
+//!   ([`session_core::cost`], exported as `session_request_*_total{kind}`); the deltas over the
+//!   workload, summed over the nodes, are divided by the layer's request count of that kind.
+//!   For instant copy N per write also counts the replication round trips (push batches, sent
+//!   in the background, so divided over the writes: a node-wide delta, not attributed);
+//! * replication (instant copy): updates queued per write (what the protocol implies), updates
+//!   sent after coalescing, push batches and sealed bytes, from the per-peer push counters;
+//! * client ↔ node bytes: the `Cookie` header line sent and the `Set-Cookie` lines received
+//!   per request, by the load generator, for reads and writes;
+//! * node ↔ store/peer bytes: the kernel's TCP counters of every connection the nodes opened
+//!   to their store or peers ([`sockets`], sampled with `ss`), plus instant copy's gossip
+//!   datagrams, divided over the requests (and, in the scaling table, over the writes);
 //! * errors: transport errors and unexpected statuses; a 401 after a successful login is a lost
 //!   session and counts as an error (the user then logs in again).
 //!
@@ -50,6 +55,9 @@ use serde_json::json;
 use crate::charts::{BarChart, BarSeries, ChartError, Line, LinePanels, Panel};
 use crate::cluster::{ClusterError, ClusterSpec, LocalCluster};
 use crate::config::BackendKind;
+
+pub mod sockets;
+mod tables;
 
 /// Default PostgreSQL URL when neither `--database-url` nor `DATABASE_URL` is given.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -506,18 +514,66 @@ impl ErrorReport {
     }
 }
 
+/// Reads or writes of one run, measured like for like across schemes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct KindStats {
+    /// Requests of this kind the load generator sent (reads: `GET`; writes: `POST`, `DELETE`).
+    pub requests: u64,
+    /// Their latency, as the load generator saw it.
+    pub latency: LatencyStats,
+    /// Requests of this kind the nodes' session layer counted (a write is a request that
+    /// created, changed, cycled or destroyed its session; a cart removal of an item that is not
+    /// in the cart is a read by that rule).
+    pub layer_requests: f64,
+    /// Network calls made by these requests themselves, per request (attributed by the layer:
+    /// `session_request_network_calls_total{kind}`); background replication is not in it.
+    pub n_per_request: f64,
+    /// Database calls made by these requests, per request (`session_request_db_calls_total`).
+    pub d_per_request: f64,
+    /// Session header bytes client → node per request (the `Cookie` header line).
+    pub client_bytes_up: f64,
+    /// Session header bytes node → client per request (`Set-Cookie` header lines).
+    pub client_bytes_down: f64,
+}
+
+/// Bytes between the nodes and their store or peers over the workload, from the kernel's TCP
+/// counters ([`sockets`]) plus instant copy's gossip datagrams (its own counter).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct BackendWire {
+    /// What the nodes talk to: `"peers"`, `"Redis"`, `"PostgreSQL"` or `"nothing"`.
+    pub target: &'static str,
+    /// TCP payload bytes, both directions, on the connections the nodes opened to it.
+    pub tcp_bytes: u64,
+    /// Gossip (UDP) bytes sent by the nodes (instant copy; 0 otherwise).
+    pub gossip_bytes: f64,
+    /// Those connections at the end of the workload.
+    pub connections: usize,
+    /// Connections that closed during the workload (their last bytes are not counted).
+    pub closed_connections: usize,
+    /// `(tcp_bytes + gossip_bytes)` per workload request.
+    pub bytes_per_request: f64,
+    /// The same per write (the layer's count): the scaling table's measure.
+    pub bytes_per_write: f64,
+}
+
 /// Instant copy's replication traffic during the workload (summed over the nodes).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ReplicationStats {
+    /// Updates queued for peers (one per write and peer it replicates to, before coalescing).
+    pub queued: f64,
     /// Updates sent to peers (after per-batch coalescing).
     pub updates: f64,
     /// Push batches (HTTP requests between nodes).
     pub batches: f64,
     /// Sealed push bytes.
     pub bytes: f64,
+    /// Updates queued per write: what the protocol implies (n − 1 for "all", at most k + 1
+    /// for k backups), before coalescing.
+    pub queued_per_write: f64,
     /// Updates per write request: the paper's replication messages per write.
     pub messages_per_write: f64,
-    /// Push batches per write request.
+    /// Push batches per write request: round trips (a batch and its acknowledgement), the
+    /// part of N per write the requests do not make themselves.
     pub batches_per_write: f64,
     /// Push bytes per write request.
     pub bytes_per_write: f64,
@@ -561,6 +617,18 @@ pub struct Measured {
     pub db_calls: f64,
     /// Instant copy's replication traffic.
     pub replication: Option<ReplicationStats>,
+    /// The reads of the workload.
+    pub reads: KindStats,
+    /// The writes of the workload.
+    pub writes_stats: KindStats,
+    /// Network calls per write, like for like: the calls the write requests made themselves
+    /// plus, for instant copy, the replication round trips (push batches) per write.
+    pub n_per_write_total: f64,
+    /// Bytes between the nodes and their store or peers (`None` with the reason in
+    /// `backend_wire_error` when the kernel counters could not be read).
+    pub backend_wire: Option<BackendWire>,
+    /// Why `backend_wire` is missing.
+    pub backend_wire_error: Option<String>,
     /// Errors (initial logins included).
     pub errors: ErrorReport,
     /// Deltas of every `session_*` series over the workload, summed over the nodes.
@@ -674,6 +742,8 @@ pub struct Report {
     pub scaling: Vec<ScalingResult>,
     /// Wall time of the whole comparison.
     pub duration_secs: f64,
+    /// The command line that produced it (the CLI fills it in; a library caller may).
+    pub command: Option<String>,
 }
 
 /// Runs the comparison: every scheme of `opts`, then the scaling experiment. `binary` is the
@@ -777,6 +847,7 @@ pub async fn run(
         schemes,
         scaling,
         duration_secs: started.elapsed().as_secs_f64(),
+        command: None,
     })
 }
 
@@ -925,14 +996,55 @@ async fn cluster_run(
     let start_secs = t0.elapsed().as_secs_f64();
     ctx.bar.set_message(run_name.to_owned());
     let urls = cluster.urls();
+    let wire = WireTargets::of(&cluster, spec);
     let measured = tokio::select! {
-        m = workload(ctx, run_name, &urls, users, requests, mix) => m,
+        m = workload(ctx, run_name, &urls, &wire, users, requests, mix) => m,
         () = ctx.interrupt.wait() => Err(interrupted()),
     };
     cluster.stop(Duration::from_secs(10)).await;
     let mut m = measured?;
     m.cluster_start_secs = start_secs;
     Ok(m)
+}
+
+/// Whose connections count as node ↔ store/peer traffic, and to which ports.
+struct WireTargets {
+    target: &'static str,
+    pids: Vec<u32>,
+    ports: Vec<u16>,
+}
+
+impl WireTargets {
+    fn of(cluster: &LocalCluster, spec: &ClusterSpec) -> Self {
+        let port = |url: &Option<String>, default: u16| {
+            url.as_deref()
+                .and_then(|u| reqwest::Url::parse(u).ok())
+                .and_then(|u| u.port())
+                .unwrap_or(default)
+        };
+        let (target, ports) = match spec.backend {
+            BackendKind::Instantcopy => (
+                "peers",
+                cluster
+                    .nodes
+                    .iter()
+                    .filter_map(|n| n.cluster_addr.map(|a| a.port()))
+                    .collect(),
+            ),
+            BackendKind::Redis => ("Redis", vec![port(&spec.redis_url, 6379)]),
+            BackendKind::Sql => ("PostgreSQL", vec![port(&spec.database_url, 5432)]),
+            BackendKind::Cookie => ("nothing", Vec::new()),
+        };
+        WireTargets {
+            target,
+            pids: cluster.nodes.iter().filter_map(|n| n.pid()).collect(),
+            ports,
+        }
+    }
+
+    fn sampler(&self) -> Result<sockets::Sampler, String> {
+        sockets::Sampler::start(self.pids.clone(), self.ports.clone())
+    }
 }
 
 /// Watches for Ctrl-C from the start of a run; the watch ends when the run does.
@@ -1004,6 +1116,23 @@ impl Op {
     fn is_write(self) -> bool {
         matches!(self, Op::Login | Op::AddItem | Op::RemoveItem)
     }
+
+    fn from_route(route: &str) -> Option<Op> {
+        [
+            Op::Login,
+            Op::Profile,
+            Op::Cart,
+            Op::AddItem,
+            Op::RemoveItem,
+        ]
+        .into_iter()
+        .find(|op| op.route() == route)
+    }
+}
+
+/// Bytes of one header line on the HTTP/1.1 wire: `name: value\r\n`.
+fn header_line_len(name: &str, value_len: usize) -> u64 {
+    (name.len() + 2 + value_len + 2) as u64
 }
 
 /// What one user (or the whole phase, merged) saw.
@@ -1014,6 +1143,10 @@ struct Tally {
     writes: u64,
     relogins: u64,
     token_bytes: u64,
+    /// Session header bytes on the wire, `[reads, writes]`: the `Cookie` header lines sent.
+    header_bytes_up: [u64; 2],
+    /// The same for the `Set-Cookie` header lines received.
+    header_bytes_down: [u64; 2],
     errors: ErrorReport,
 }
 
@@ -1026,7 +1159,20 @@ impl Tally {
         self.writes += other.writes;
         self.relogins += other.relogins;
         self.token_bytes += other.token_bytes;
+        for i in 0..2 {
+            self.header_bytes_up[i] += other.header_bytes_up[i];
+            self.header_bytes_down[i] += other.header_bytes_down[i];
+        }
         self.errors.merge(other.errors);
+    }
+
+    /// Latencies of the reads (`false`) or the writes (`true`).
+    fn latencies_of(&self, writes: bool) -> Vec<u32> {
+        self.latencies
+            .iter()
+            .filter(|(route, _)| Op::from_route(route).is_some_and(|op| op.is_write() == writes))
+            .flat_map(|(_, l)| l.iter().copied())
+            .collect()
     }
 
     fn all_latencies(&self) -> Vec<u32> {
@@ -1094,10 +1240,13 @@ impl VirtualUser {
             }
         };
         let had_token = self.token.is_some();
+        let kind = usize::from(op.is_write());
         let req = match &self.token {
             Some(t) => {
                 tally.token_bytes += t.len() as u64;
-                req.header(reqwest::header::COOKIE, format!("{COOKIE}={t}"))
+                let value = format!("{COOKIE}={t}");
+                tally.header_bytes_up[kind] += header_line_len("Cookie", value.len());
+                req.header(reqwest::header::COOKIE, value)
             }
             None => req,
         };
@@ -1135,6 +1284,7 @@ impl VirtualUser {
                 let micros = u32::try_from(took.as_micros()).unwrap_or(u32::MAX);
                 tally.latencies.entry(route).or_default().push(micros);
                 for c in &cookies {
+                    tally.header_bytes_down[kind] += header_line_len("Set-Cookie", c.len());
                     apply_set_cookie(&mut self.token, c);
                 }
                 if status != 200 {
@@ -1161,7 +1311,8 @@ impl VirtualUser {
 type Scrape = BTreeMap<String, f64>;
 
 /// Sums an OpenMetrics/Prometheus text exposition by metric name (labels dropped). Bucket
-/// series are skipped.
+/// series are skipped. Series with a `kind` label (the per-request costs) are also summed
+/// under `name{kind="..."}`.
 pub fn sum_by_name(text: &str) -> BTreeMap<String, f64> {
     let mut out = BTreeMap::new();
     for line in text.lines() {
@@ -1172,6 +1323,7 @@ pub fn sum_by_name(text: &str) -> BTreeMap<String, f64> {
         let name_end = line.find(['{', ' ']).unwrap_or(line.len());
         let name = &line[..name_end];
         let mut rest = &line[name_end..];
+        let mut kind = None;
         if rest.starts_with('{') {
             // Skip the label set; label values are quoted and may hold `}` or spaces.
             let mut in_quotes = false;
@@ -1190,6 +1342,10 @@ pub fn sum_by_name(text: &str) -> BTreeMap<String, f64> {
                 }
             }
             let Some(end) = end else { continue };
+            kind = rest[..end]
+                .split_once("kind=\"")
+                .and_then(|(_, v)| v.split_once('"'))
+                .map(|(v, _)| v.to_owned());
             rest = &rest[end + 1..];
         }
         if name.ends_with("_bucket") {
@@ -1207,6 +1363,10 @@ pub fn sum_by_name(text: &str) -> BTreeMap<String, f64> {
             },
         };
         *out.entry(name.to_owned()).or_insert(0.0) += value;
+        if let Some(kind) = kind {
+            *out.entry(format!("{name}{{kind=\"{kind}\"}}"))
+                .or_insert(0.0) += value;
+        }
     }
     out
 }
@@ -1286,6 +1446,7 @@ async fn workload(
     ctx: &Ctx<'_>,
     run: &str,
     urls: &[String],
+    wire: &WireTargets,
     users: usize,
     requests: usize,
     mix: Mix,
@@ -1323,6 +1484,7 @@ async fn workload(
     }
     logged_in.sort_by_key(|(i, _)| *i);
     let before = scrape_settled(ctx, urls, run).await?;
+    let sampler = wire.sampler();
 
     // Phase 2: the workload, each user's share sent one request after another.
     let started = Instant::now();
@@ -1349,19 +1511,81 @@ async fn workload(
     }
     let seconds = started.elapsed().as_secs_f64();
     let after = scrape_settled(ctx, urls, run).await?;
+    let wire_delta = sampler.and_then(sockets::Sampler::finish);
 
     let reqs = tally.requests.max(1) as f64;
+    let d = |name: &str| delta(&before, &after, name);
+    let kind_stats = |kind: &str, i: usize| {
+        let layer = d(&format!("session_requests_total{{kind=\"{kind}\"}}"));
+        let sent = tally.latencies_of(i == 1);
+        let requests = if i == 1 {
+            tally.writes
+        } else {
+            tally.requests - tally.writes
+        };
+        let per = |v: f64, n: f64| if n > 0.0 { v / n } else { 0.0 };
+        KindStats {
+            requests,
+            latency: LatencyStats::from_micros(&mut sent.clone()),
+            layer_requests: layer,
+            n_per_request: per(
+                d(&format!(
+                    "session_request_network_calls_total{{kind=\"{kind}\"}}"
+                )),
+                layer,
+            ),
+            d_per_request: per(
+                d(&format!(
+                    "session_request_db_calls_total{{kind=\"{kind}\"}}"
+                )),
+                layer,
+            ),
+            client_bytes_up: per(tally.header_bytes_up[i] as f64, requests as f64),
+            client_bytes_down: per(tally.header_bytes_down[i] as f64, requests as f64),
+        }
+    };
+    let reads = kind_stats("read", 0);
+    let writes_stats = kind_stats("write", 1);
+    // Replication is divided over the writes the layer counted (the writes that changed a
+    // session, which are what replicates), else over the writes sent.
+    let write_count = if writes_stats.layer_requests > 0.0 {
+        writes_stats.layer_requests
+    } else {
+        tally.writes.max(1) as f64
+    };
+    let (backend_wire, backend_wire_error) = match wire_delta {
+        Ok(delta) => {
+            let gossip = d("session_instantcopy_gossip_sent_bytes_total");
+            let total = delta.bytes as f64 + gossip;
+            (
+                Some(BackendWire {
+                    target: wire.target,
+                    tcp_bytes: delta.bytes,
+                    gossip_bytes: gossip,
+                    connections: delta.connections,
+                    closed_connections: delta.closed,
+                    bytes_per_request: total / reqs,
+                    bytes_per_write: total / write_count,
+                }),
+                None,
+            )
+        }
+        Err(e) => (None, Some(e)),
+    };
     let network_calls = delta(&before, &after, "session_network_calls_total");
     let db_calls = delta(&before, &after, "session_db_calls_total");
     let bytes_count = delta(&before, &after, "session_client_bytes_count");
     let replication = after
         .contains_key("session_instantcopy_push_updates_total")
         .then(|| {
-            let writes = tally.writes.max(1) as f64;
+            let writes = write_count;
+            let queued = delta(&before, &after, "session_instantcopy_push_queued_total");
             let updates = delta(&before, &after, "session_instantcopy_push_updates_total");
             let batches = delta(&before, &after, "session_instantcopy_push_batches_total");
             let bytes = delta(&before, &after, "session_instantcopy_push_bytes_total");
             ReplicationStats {
+                queued,
+                queued_per_write: queued / writes,
                 updates,
                 batches,
                 bytes,
@@ -1399,7 +1623,13 @@ async fn workload(
         d_per_request: db_calls / reqs,
         network_calls,
         db_calls,
+        n_per_write_total: writes_stats.n_per_request
+            + replication.as_ref().map_or(0.0, |r| r.batches_per_write),
         replication,
+        reads,
+        writes_stats,
+        backend_wire,
+        backend_wire_error,
         errors,
         counter_deltas,
         cluster_start_secs: 0.0,
@@ -1608,135 +1838,7 @@ fn rfc3339(t: SystemTime) -> String {
     )
 }
 
-fn num(v: f64, decimals: usize) -> String {
-    if v == 0.0 {
-        "0".into()
-    } else {
-        format!("{v:.decimals$}")
-    }
-}
-
-fn load_text(l: Option<[f64; 3]>) -> String {
-    l.map_or_else(
-        || "unknown".into(),
-        |[a, b, c]| format!("{a:.2} {b:.2} {c:.2}"),
-    )
-}
-
 impl Report {
-    /// The paper's Table 1 with the measured columns, as Markdown.
-    pub fn table(&self) -> String {
-        let mut t = String::from(
-            "| scheme | session lives in | client carries (mean bytes) | N / request | D / request | p50 ms | p99 ms | req/s | errors | paper: N / D per read |\n\
-             |---|---|---|--:|--:|--:|--:|--:|--:|---|\n",
-        );
-        for s in &self.schemes {
-            match (&s.skipped, &s.measured) {
-                (None, Some(m)) => {
-                    let errors = if m.errors.lost_sessions > 0 {
-                        format!(
-                            "{} ({} lost sessions)",
-                            m.errors.total, m.errors.lost_sessions
-                        )
-                    } else {
-                        m.errors.total.to_string()
-                    };
-                    let _ = writeln!(
-                        t,
-                        "| {} | {} | {}, {:.0} B | {} | {} | {:.2} | {:.2} | {:.0} | {} | {} |",
-                        s.label,
-                        s.lives,
-                        s.carries,
-                        m.client_bytes_mean,
-                        num(m.n_per_request, 3),
-                        num(m.d_per_request, 3),
-                        m.latency.p50_ms,
-                        m.latency.p99_ms,
-                        m.throughput_rps,
-                        errors,
-                        s.paper
-                    );
-                }
-                (reason, _) => {
-                    let reason = reason.as_deref().unwrap_or("no result");
-                    let _ = writeln!(
-                        t,
-                        "| {} | {} | skipped: {} | | | | | | | {} |",
-                        s.label,
-                        s.lives,
-                        reason.replace('|', "\\|"),
-                        s.paper
-                    );
-                }
-            }
-        }
-        t
-    }
-
-    /// The scaling experiment as Markdown (empty when it did not run).
-    pub fn scaling_table(&self) -> String {
-        if self.scaling.is_empty() {
-            return String::new();
-        }
-        let mut t = String::from(
-            "| nodes | instant copy | replication messages per write | push batches per write | req/s | p50 ms | p99 ms | errors |\n\
-             |--:|---|--:|--:|--:|--:|--:|--:|\n",
-        );
-        for s in &self.scaling {
-            let m = &s.measured;
-            let r = m.replication.clone().unwrap_or_default();
-            let _ = writeln!(
-                t,
-                "| {} | {} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {} |",
-                s.nodes,
-                s.replication,
-                r.messages_per_write,
-                r.batches_per_write,
-                m.throughput_rps,
-                m.latency.p50_ms,
-                m.latency.p99_ms,
-                m.errors.total
-            );
-        }
-        t
-    }
-
-    /// The whole Markdown report: conditions, the table, the scaling table.
-    pub fn markdown(&self) -> String {
-        let o = &self.options;
-        let m = &self.machine;
-        let mut out = format!(
-            "Measured {} on {} cores ({}{}), load average before {} / after {}: \
-             {} nodes per scheme, {} virtual users, {} requests ({}), each request to a random node.\n\n",
-            m.started_utc,
-            m.cores,
-            m.os,
-            m.kernel
-                .as_deref()
-                .map(|k| format!(" {k}"))
-                .unwrap_or_default(),
-            load_text(m.load_before),
-            load_text(m.load_after),
-            o.nodes,
-            o.users,
-            o.requests,
-            o.mix.describe(),
-        );
-        out.push_str(&self.table());
-        if !self.scaling.is_empty() {
-            let _ = write!(
-                out,
-                "\nInstant copy's admitted limit: \"all\" against one backup (k=1), write-heavy \
-                 ({}), {} users, {} requests per run:\n\n",
-                o.scaling_mix.describe(),
-                o.scaling_users,
-                o.scaling_requests
-            );
-            out.push_str(&self.scaling_table());
-        }
-        out
-    }
-
     /// The charts: `(file name, SVG)`.
     pub fn charts(&self) -> Result<Vec<(&'static str, String)>, CompareError> {
         let mut out = Vec::new();
@@ -1823,6 +1925,13 @@ impl Report {
                         y_desc: "updates sent to peers per write".into(),
                         lines: lines(|m| {
                             m.replication.as_ref().map_or(0.0, |r| r.messages_per_write)
+                        }),
+                    },
+                    Panel {
+                        title: "bytes per write".into(),
+                        y_desc: "node <-> peer bytes per write".into(),
+                        lines: lines(|m| {
+                            m.backend_wire.as_ref().map_or(0.0, |w| w.bytes_per_write)
                         }),
                     },
                     Panel {
@@ -2017,6 +2126,42 @@ mod tests {
             },
             client_bytes_mean: 120.0,
             n_per_request: n,
+            reads: KindStats {
+                requests: 8,
+                latency: LatencyStats {
+                    count: 8,
+                    p50_ms: p50,
+                    p99_ms: p50 * 3.0,
+                    ..Default::default()
+                },
+                layer_requests: 8.0,
+                n_per_request: 1.0,
+                client_bytes_up: 70.0,
+                ..Default::default()
+            },
+            writes_stats: KindStats {
+                requests: 2,
+                latency: LatencyStats {
+                    count: 2,
+                    p50_ms: p50 * 2.0,
+                    p99_ms: p50 * 6.0,
+                    ..Default::default()
+                },
+                layer_requests: 2.0,
+                n_per_request: 2.0,
+                client_bytes_up: 70.0,
+                client_bytes_down: 130.0,
+                ..Default::default()
+            },
+            n_per_write_total: 2.0,
+            backend_wire: Some(BackendWire {
+                target: "Redis",
+                tcp_bytes: 1800,
+                connections: 3,
+                bytes_per_request: 180.0,
+                bytes_per_write: 900.0,
+                ..Default::default()
+            }),
             ..Default::default()
         }
     }
@@ -2034,17 +2179,18 @@ mod tests {
             schemes: vec![ran, skipped],
             scaling: vec![],
             duration_secs: 1.0,
+            command: Some("demo-app compare --quick".into()),
         };
         let t = report.table();
         let rows: Vec<&str> = t.lines().collect();
         assert_eq!(rows.len(), 4, "{t}");
-        assert!(
-            rows[2].starts_with(
-                "| Redis | Redis | signed session id, 120 B | 1.200 | 0 | 1.25 | 3.75 | 10 | 0 |"
-            ),
-            "{}",
-            rows[2]
+        assert_eq!(
+            rows[2],
+            "| Redis | Redis | 1.000 | 2.00 | 0 | 0 | 70 + 0 | 70 + 130 | 180 | 1.25 / 3.75 | 2.50 / 7.50 | 10 | 0 | N = 1, D = 0 |"
         );
+        let columns = |r: &str| r.replace("\\|", "").matches('|').count();
+        assert_eq!(columns(rows[3]), columns(rows[2]), "{t}");
+        assert!(report.markdown().contains("by `demo-app compare --quick`"));
         assert!(rows[3].contains("skipped: PostgreSQL at x is unreachable: refused \\| down"));
         assert!(
             report
