@@ -89,6 +89,9 @@ impl std::fmt::Debug for PeerClient {
     }
 }
 
+/// Idle kept-alive connections per peer (see [`PeerClient::new`]).
+const PEER_POOL_IDLE: usize = 64;
+
 impl PeerClient {
     pub(crate) fn new(
         config: &Config,
@@ -98,7 +101,10 @@ impl PeerClient {
         let http = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .timeout(config.request_timeout)
-            .pool_max_idle_per_host(4)
+            // Idle connections kept per peer: as many as a node may have calls in flight to one
+            // peer (up to its concurrent requests that fetch, plus its pusher), so a burst is
+            // served by connections that stay open instead of ones opened and closed per call.
+            .pool_max_idle_per_host(PEER_POOL_IDLE)
             // Well inside the peer's `cluster_header_read_timeout` (which also closes idle
             // kept-alive connections), so this side drops an idle connection before the server
             // does and never sends a request into one that is being closed.
