@@ -88,6 +88,10 @@ enum Cmd {
         /// Directory for results.json, results.md and the charts.
         #[arg(long, default_value = "compare-results")]
         out: PathBuf,
+        /// Also copy results.md into this Markdown file (the README), between its
+        /// `<!-- compare:begin ... -->` and `<!-- compare:end -->` lines.
+        #[arg(long)]
+        readme: Option<PathBuf>,
         /// Small numbers, for a smoke run in seconds.
         #[arg(long)]
         quick: bool,
@@ -167,6 +171,7 @@ async fn main() -> ExitCode {
             users,
             requests,
             out,
+            readme,
             quick,
             schemes,
             scaling_nodes,
@@ -193,7 +198,7 @@ async fn main() -> ExitCode {
             opts.database_url = database_url.unwrap_or(opts.database_url);
             opts.redis_url = redis_url.unwrap_or(opts.redis_url);
             opts.seed = seed;
-            compare(opts, out).await
+            compare(opts, out, readme).await
         }
     };
     match result {
@@ -312,8 +317,22 @@ async fn cluster(spec: ClusterSpec) -> Result<(), String> {
     Ok(())
 }
 
-async fn compare(opts: CompareOptions, out: PathBuf) -> Result<(), String> {
+async fn compare(
+    opts: CompareOptions,
+    out: PathBuf,
+    readme: Option<PathBuf>,
+) -> Result<(), String> {
     init_tracing("warn");
+    // Check the README before spending minutes measuring.
+    let readme = match readme {
+        Some(path) => {
+            let doc = std::fs::read_to_string(&path)
+                .map_err(|e| format!("reading {}: {e}", path.display()))?;
+            demo_app::compare::splice(&doc, "").map_err(|e| format!("{}: {e}", path.display()))?;
+            Some(path)
+        }
+        None => None,
+    };
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
     let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut report = demo_app::compare::run(&exe, &opts, progress)
@@ -336,6 +355,14 @@ async fn compare(opts: CompareOptions, out: PathBuf) -> Result<(), String> {
     let files = report.write(&out).map_err(|e| e.to_string())?;
     for f in files {
         eprintln!("wrote {}", f.display());
+    }
+    if let Some(path) = readme {
+        let doc = std::fs::read_to_string(&path)
+            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let spliced = demo_app::compare::splice(&doc, &report.markdown())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(&path, spliced).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        eprintln!("updated the generated tables in {}", path.display());
     }
     Ok(())
 }

@@ -367,3 +367,43 @@ async fn ctrl_c_stops_the_run_and_removes_its_schema() {
     );
     let _ = conn.close().await;
 }
+
+/// The README's Table 1 and scaling table are the generated `docs/compare/results.md`, copied
+/// by `demo-app compare --readme README.md`, not hand-edited numbers.
+#[test]
+fn readme_tables_are_the_generated_results() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let results = std::fs::read_to_string(root.join("docs/compare/results.md")).unwrap();
+    let block = compare::generated_block(&readme).expect("the README has the generated block");
+    assert_eq!(
+        block,
+        results.trim(),
+        "README.md's generated block differs from docs/compare/results.md: \
+         re-run `demo-app compare --out docs/compare --readme README.md`"
+    );
+    // The committed run is a full one, with every scheme measured and the command recorded.
+    let json: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("docs/compare/results.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(json["options"]["requests"], 100_000);
+    assert!(
+        json["command"]
+            .as_str()
+            .unwrap()
+            .starts_with("demo-app compare")
+    );
+    for s in json["schemes"].as_array().unwrap() {
+        assert!(
+            s["skipped"].is_null(),
+            "{}: skipped in the committed run",
+            s["scheme"]
+        );
+        assert!(
+            !s["measured"]["reads"].is_null(),
+            "{}: an old results.json",
+            s["scheme"]
+        );
+    }
+}

@@ -59,6 +59,8 @@ use crate::config::BackendKind;
 pub mod sockets;
 mod tables;
 
+pub use tables::{BEGIN_MARKER, END_MARKER, NoGeneratedBlock, generated_block, splice};
+
 /// Default PostgreSQL URL when neither `--database-url` nor `DATABASE_URL` is given.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 /// Default Redis URL when neither `--redis-url` nor `REDIS_URL` is given.
