@@ -27,6 +27,7 @@
 //! Every check runs in its own task with a time limit, so a panic or a hang in the backend is
 //! reported as that check's failure instead of aborting the suite.
 
+pub mod golden;
 mod proxy;
 pub use proxy::{TcpProxy, url_addr, with_host_port};
 
