@@ -346,3 +346,43 @@ async fn a_drain_past_its_timeout_leaves_sessions_that_the_next_sync_recovers() 
         assert_eq!(v, Some(i as i64));
     }
 }
+
+/// A node whose last handle is dropped without `shutdown()` (an app that forgot it, a test that
+/// panicked) stops its tasks: its cluster port closes and its gossip goes quiet, instead of a
+/// zombie member answering peers from a process that no longer serves its app.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_last_handle_stops_the_node() {
+    use backend_instantcopy::InstantCopyNode;
+    use backend_instantcopy::testing::test_config;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let node = InstantCopyNode::start_with_listener(
+        test_config(1, Vec::new(), Replication::All, Ack::Async),
+        ExpiryPolicy::default(),
+        &session_core::KeyRing::generate(),
+        listener,
+    )
+    .await
+    .unwrap();
+    let addr = node.cluster_addr();
+    let gossip = node.shared().gossip_counters.clone();
+    assert!(tokio::net::TcpStream::connect(addr).await.is_ok());
+    let clone = node.clone();
+    drop(node);
+    // A clone keeps it running.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_ok(),
+        "a clone is still alive"
+    );
+    drop(clone);
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err()
+        })
+        .await,
+        "the cluster port still accepts after the last handle was dropped"
+    );
+    let sent = gossip.sent.get();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(gossip.sent.get(), sent, "gossip still running");
+}
