@@ -1,4 +1,4 @@
-//! The instant-copy hot paths (issue 3).
+//! The instant-copy hot paths: local reads and writes, token routing, wire encoding and sealing.
 //!
 //! - `load_local_hit`: `InstantCopyNode::load` on a one-node cluster for a session this node
 //!   holds (token check + map lookup + `Arc` clone), for a 200 B and a 64 KiB session, next to

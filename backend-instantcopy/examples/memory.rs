@@ -1,4 +1,4 @@
-//! Memory per session held by an instant-copy node (issue 9).
+//! Memory per session held by an instant-copy node (the figure the README reports per session).
 //!
 //! Loads N sessions of about 200 B of payload (a user, roles, a three-line cart and a CSRF
 //! token: four keys) into one node and reports the process's resident set size (VmRSS from

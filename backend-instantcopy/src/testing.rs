@@ -1,16 +1,16 @@
 //! A real multi-node cluster in one process, for tests: every node has its own tokio runtime
 //! and its own cluster port on a free loopback port, and talks to the others over real HTTP.
-//! [`LocalCluster::kill`] drops a node's runtime at once (its listener, connections, tasks and
-//! memory vanish, as in a crash); [`LocalCluster::restart`] brings it back on the same port
+//! [`InProcessCluster::kill`] drops a node's runtime at once (its listener, connections, tasks and
+//! memory vanish, as in a crash); [`InProcessCluster::restart`] brings it back on the same port
 //! with empty memory.
 //!
 //! ```
-//! use backend_instantcopy::testing::LocalCluster;
+//! use backend_instantcopy::testing::InProcessCluster;
 //! use backend_instantcopy::{Ack, Replication};
 //! use session_core::{ExpiryPolicy, Session, Commit};
 //!
 //! # #[tokio::main] async fn main() {
-//! let cluster = LocalCluster::start(3, Replication::Backups(1), Ack::One, ExpiryPolicy::default()).await.unwrap();
+//! let cluster = InProcessCluster::start(3, Replication::Backups(1), Ack::One, ExpiryPolicy::default()).await.unwrap();
 //! let s = Session::new(cluster.node(0), None);
 //! s.insert("user", "alice").unwrap();
 //! let Commit::Issue { token, .. } = s.commit().await.unwrap() else { panic!() };
@@ -52,16 +52,16 @@ impl Drop for Running {
 type Slot = Arc<Mutex<Option<Arc<Running>>>>;
 
 /// N instant-copy nodes in this process, each on its own runtime and loopback port.
-pub struct LocalCluster {
+pub struct InProcessCluster {
     configs: RwLock<Vec<Config>>,
     keys: KeyRing,
     policy: ExpiryPolicy,
     slots: RwLock<Vec<Slot>>,
 }
 
-impl std::fmt::Debug for LocalCluster {
+impl std::fmt::Debug for InProcessCluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalCluster")
+        f.debug_struct("InProcessCluster")
             .field("nodes", &self.len())
             .finish()
     }
@@ -144,7 +144,7 @@ async fn launch(
     }
 }
 
-/// How the nodes of a [`LocalCluster`] find each other.
+/// How the nodes of a [`InProcessCluster`] find each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Discovery {
     /// Every node is configured with the full static `members` list (the older form).
@@ -154,7 +154,7 @@ pub enum Discovery {
     FirstAsSeed,
 }
 
-impl LocalCluster {
+impl InProcessCluster {
     /// Starts `n` nodes (ids 1..=n) and waits until they all see each other.
     pub async fn start(
         n: usize,
@@ -166,7 +166,7 @@ impl LocalCluster {
     }
 
     /// Configures `members` nodes but starts only the first `running` (the rest can join later
-    /// with [`restart`](LocalCluster::restart)).
+    /// with [`restart`](InProcessCluster::restart)).
     pub async fn start_with(
         members: usize,
         running: usize,
@@ -225,7 +225,7 @@ impl LocalCluster {
                 c
             })
             .collect();
-        let cluster = Arc::new(LocalCluster {
+        let cluster = Arc::new(InProcessCluster {
             keys: KeyRing::generate(),
             policy,
             slots: RwLock::new((0..members).map(|_| Arc::new(Mutex::new(None))).collect()),
@@ -431,7 +431,7 @@ impl LocalCluster {
 }
 
 struct ClusterNode {
-    cluster: Arc<LocalCluster>,
+    cluster: Arc<InProcessCluster>,
     index: usize,
 }
 
@@ -540,7 +540,8 @@ impl BackendFactory for InstantCopyFactory {
         }
     }
     async fn build(&self, policy: ExpiryPolicy) -> Result<Harness, String> {
-        let cluster = LocalCluster::start(self.nodes, self.replication, self.ack, policy).await?;
+        let cluster =
+            InProcessCluster::start(self.nodes, self.replication, self.ack, policy).await?;
         let nodes = (0..self.nodes).map(|i| cluster.node(i)).collect();
         let c = cluster.clone();
         let settle: SettleFn = Arc::new(move || {
@@ -620,7 +621,7 @@ pub async fn read(
 
 /// Test helper: the session id and route a token names (verified with the cluster's keys).
 pub fn route_of(
-    c: &LocalCluster,
+    c: &InProcessCluster,
     token: &str,
 ) -> Option<(session_core::SessionId, crate::routing::Route)> {
     let v = session_core::TokenSigner::new(c.keys())
@@ -631,7 +632,7 @@ pub fn route_of(
 }
 
 /// Test helper: the indexes of the running nodes that hold a live copy of `id`.
-pub fn holders(c: &LocalCluster, id: &session_core::SessionId) -> Vec<usize> {
+pub fn holders(c: &InProcessCluster, id: &session_core::SessionId) -> Vec<usize> {
     (0..c.len())
         .filter(|i| {
             c.instance(*i)

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use backend_instantcopy::testing::{Discovery, LocalCluster};
+use backend_instantcopy::testing::{Discovery, InProcessCluster};
 use backend_instantcopy::wire::{self, PeerSeal, PushBatch, Update};
 use backend_instantcopy::{Ack, NodeId, Placement, Replication, Route, SessionState, Stamp};
 use session_core::{
@@ -40,13 +40,13 @@ async fn read(node: &Arc<dyn SessionBackend>, token: &str, key: &str) -> Option<
         .unwrap()
 }
 
-fn n_calls(c: &LocalCluster, i: usize) -> u64 {
+fn n_calls(c: &InProcessCluster, i: usize) -> u64 {
     c.instance(i).unwrap().counters().network_calls
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paper_flow_on_three_nodes() {
-    let c = LocalCluster::start(3, Replication::All, Ack::Async, ExpiryPolicy::default())
+    let c = InProcessCluster::start(3, Replication::All, Ack::Async, ExpiryPolicy::default())
         .await
         .unwrap();
     let (n1, n2, n3) = (c.node(0), c.node(1), c.node(2));
@@ -101,7 +101,7 @@ async fn paper_flow_on_three_nodes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_without_a_copy_fetches_once_then_reads_locally() {
     // Node 3 misses the push (anti-entropy is paused so it cannot repair first).
-    let c = LocalCluster::start_custom(
+    let c = InProcessCluster::start_custom(
         3,
         3,
         Discovery::StaticMembers,
@@ -134,9 +134,10 @@ async fn a_node_without_a_copy_fetches_once_then_reads_locally() {
 async fn a_node_that_starts_late_syncs_its_share_in_the_background() {
     // Node 3 is down while the sessions are created; when it starts it pulls them (every
     // session, with replication = "all") and reports ready, without any client traffic.
-    let c = LocalCluster::start_with(3, 2, Replication::All, Ack::Async, ExpiryPolicy::default())
-        .await
-        .unwrap();
+    let c =
+        InProcessCluster::start_with(3, 2, Replication::All, Ack::Async, ExpiryPolicy::default())
+            .await
+            .unwrap();
     let mut tokens = Vec::new();
     for i in 0..50 {
         tokens.push(write(&c.node(i % 2), None, "k", i as i64).await);
@@ -168,7 +169,7 @@ async fn a_node_that_starts_late_syncs_its_share_in_the_background() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_copy_is_never_served_to_a_client_that_saw_newer() {
-    let c = LocalCluster::start(3, Replication::All, Ack::Async, ExpiryPolicy::default())
+    let c = InProcessCluster::start(3, Replication::All, Ack::Async, ExpiryPolicy::default())
         .await
         .unwrap();
     let (n1, n2) = (c.node(0), c.node(1));
@@ -189,7 +190,7 @@ async fn a_stale_copy_is_never_served_to_a_client_that_saw_newer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_tokens_cause_no_outbound_connection() {
-    let c = LocalCluster::start(
+    let c = InProcessCluster::start(
         3,
         Replication::Backups(1),
         Ack::Async,
@@ -335,7 +336,7 @@ fn full_state(id: SessionId) -> Update {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_port_refuses_unauthenticated_stale_and_malformed_requests() {
-    let c = LocalCluster::start(2, Replication::All, Ack::Async, ExpiryPolicy::default())
+    let c = InProcessCluster::start(2, Replication::All, Ack::Async, ExpiryPolicy::default())
         .await
         .unwrap();
     let target = c.instance(0).unwrap();
@@ -466,7 +467,7 @@ async fn cluster_port_refuses_unauthenticated_stale_and_malformed_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_sessions_are_swept_everywhere_and_reads_elsewhere_keep_them_alive() {
-    let c = LocalCluster::start(3, Replication::All, Ack::Async, policy(1_200))
+    let c = InProcessCluster::start(3, Replication::All, Ack::Async, policy(1_200))
         .await
         .unwrap();
     let (n1, n2) = (c.node(0), c.node(1));
@@ -506,7 +507,7 @@ async fn idle_sessions_are_swept_everywhere_and_reads_elsewhere_keep_them_alive(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_node_rejoins_and_serves() {
-    let c = LocalCluster::start(3, Replication::All, Ack::Async, ExpiryPolicy::default())
+    let c = InProcessCluster::start(3, Replication::All, Ack::Async, ExpiryPolicy::default())
         .await
         .unwrap();
     let t = write(&c.node(0), None, "k", 1).await;
@@ -550,7 +551,7 @@ async fn a_restarted_node_rejoins_and_serves() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_connections_on_the_cluster_port_are_cut_off_and_peers_keep_working() {
-    let c = LocalCluster::start_custom(
+    let c = InProcessCluster::start_custom(
         2,
         2,
         Discovery::StaticMembers,
@@ -605,7 +606,7 @@ async fn slow_connections_on_the_cluster_port_are_cut_off_and_peers_keep_working
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_are_cut_by_bytes_and_an_oversized_session_fails_alone() {
     // Peer bodies of at most 64 KiB: 20 sessions of 20 KiB are 400 KiB together.
-    let c = LocalCluster::start_custom(
+    let c = InProcessCluster::start_custom(
         2,
         2,
         Discovery::StaticMembers,
@@ -680,7 +681,7 @@ async fn batches_are_cut_by_bytes_and_an_oversized_session_fails_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_session_cap_new_sessions_are_refused_and_live_ones_keep_working() {
-    let c = LocalCluster::start_custom(
+    let c = InProcessCluster::start_custom(
         2,
         2,
         Discovery::StaticMembers,

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backend_instantcopy::testing::LocalCluster;
+use backend_instantcopy::testing::InProcessCluster;
 use backend_instantcopy::{Ack, NodeId, Replication, Route};
 use session_core::{
     Commit, ExpiryPolicy, Session, SessionBackend, SessionError, SessionId, TokenSigner,
@@ -48,13 +48,13 @@ async fn read_commit(
     (v, t)
 }
 
-fn route_of(c: &LocalCluster, token: &str) -> (SessionId, Route) {
+fn route_of(c: &InProcessCluster, token: &str) -> (SessionId, Route) {
     let v = TokenSigner::new(c.keys()).verify(token).unwrap();
     (v.id, Route::decode(&v.routing, |_| true).unwrap())
 }
 
 /// Which running nodes hold a live copy of `id`.
-fn holders(c: &LocalCluster, id: &SessionId) -> Vec<usize> {
+fn holders(c: &InProcessCluster, id: &SessionId) -> Vec<usize> {
     (0..c.len())
         .filter(|i| {
             c.instance(*i)
@@ -74,7 +74,7 @@ async fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn owner_crash_fails_over_rehomes_and_repairs() {
-    let c = LocalCluster::start(
+    let c = InProcessCluster::start(
         3,
         Replication::Backups(1),
         Ack::One,
@@ -146,7 +146,7 @@ async fn owner_crash_fails_over_rehomes_and_repairs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orphans_are_counted_and_start_fresh() {
-    let c = LocalCluster::start(
+    let c = InProcessCluster::start(
         3,
         Replication::Backups(1),
         Ack::One,
@@ -179,7 +179,7 @@ async fn orphans_are_counted_and_start_fresh() {
 async fn touches_reach_the_backup_so_an_active_session_survives_failover() {
     let policy =
         ExpiryPolicy::new(Duration::from_millis(1_500), Duration::from_secs(3600)).unwrap();
-    let c = LocalCluster::start(3, Replication::Backups(1), Ack::One, policy)
+    let c = InProcessCluster::start(3, Replication::Backups(1), Ack::One, policy)
         .await
         .unwrap();
     let owner = c.node(0);
@@ -204,7 +204,7 @@ async fn touches_reach_the_backup_so_an_active_session_survives_failover() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writers_on_two_nodes_lose_nothing_and_converge() {
     for replication in [Replication::All, Replication::Backups(1)] {
-        let c = LocalCluster::start(3, replication, Ack::Async, ExpiryPolicy::default())
+        let c = InProcessCluster::start(3, replication, Ack::Async, ExpiryPolicy::default())
             .await
             .unwrap();
         let t = write(&c.node(0), None, "base", 0).await.unwrap();
@@ -259,7 +259,7 @@ async fn concurrent_writers_on_two_nodes_lose_nothing_and_converge() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_joiner_serves_at_once_and_takes_backup_roles() {
-    let c = LocalCluster::start_with(
+    let c = InProcessCluster::start_with(
         4,
         3,
         Replication::Backups(1),
@@ -319,13 +319,13 @@ async fn messages_per_write_by_cluster_size() {
     for n in [2usize, 4, 8] {
         for replication in [Replication::All, Replication::Backups(1)] {
             // ack = all, so no two writes coalesce into one message and the count is exact.
-            let c = LocalCluster::start(n, replication, Ack::All, ExpiryPolicy::default())
+            let c = InProcessCluster::start(n, replication, Ack::All, ExpiryPolicy::default())
                 .await
                 .unwrap();
             let owner = c.node(0);
             let mut t = write(&owner, None, "k", 0).await.unwrap();
             c.settle().await;
-            let sent = |c: &LocalCluster| -> u64 {
+            let sent = |c: &InProcessCluster| -> u64 {
                 (0..c.len())
                     .map(|i| {
                         let node = c.instance(i).unwrap();
@@ -376,7 +376,7 @@ async fn randomized_crashes_lose_no_acknowledged_write() {
     let mut acked_total = 0usize;
     let mut refused_total = 0usize;
     for iter in 0..iterations {
-        let c = LocalCluster::start(
+        let c = InProcessCluster::start(
             3,
             Replication::Backups(1),
             Ack::One,
@@ -449,7 +449,7 @@ async fn randomized_crashes_lose_no_acknowledged_write() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ack_all_reports_a_dead_replica_instead_of_hanging() {
-    let c = LocalCluster::start(3, Replication::All, Ack::All, ExpiryPolicy::default())
+    let c = InProcessCluster::start(3, Replication::All, Ack::All, ExpiryPolicy::default())
         .await
         .unwrap();
     let t = write(&c.node(0), None, "k", 1).await.unwrap();

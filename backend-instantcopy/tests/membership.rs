@@ -9,14 +9,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use backend_instantcopy::testing::{
-    Discovery, LocalCluster, eventually, read, route_of, test_config, write,
+    Discovery, InProcessCluster, eventually, read, route_of, test_config, write,
 };
 use backend_instantcopy::wire::PeerSeal;
 use backend_instantcopy::{Ack, InstantCopyNode, NodeId, Replication, StartError};
 use session_core::{ExpiryPolicy, KeyRing, now_millis};
 
 /// The ids each running node sees alive (itself included), and the ids that are running.
-fn views(c: &LocalCluster) -> (Vec<BTreeSet<u16>>, BTreeSet<u16>) {
+fn views(c: &InProcessCluster) -> (Vec<BTreeSet<u16>>, BTreeSet<u16>) {
     let running: BTreeSet<u16> = c.running().iter().map(|n| n.node_id().0).collect();
     let views = c
         .running()
@@ -30,12 +30,12 @@ fn views(c: &LocalCluster) -> (Vec<BTreeSet<u16>>, BTreeSet<u16>) {
     (views, running)
 }
 
-fn agreed(c: &LocalCluster) -> bool {
+fn agreed(c: &InProcessCluster) -> bool {
     let (views, running) = views(c);
     views.iter().all(|v| *v == running)
 }
 
-fn updates_sent(c: &LocalCluster) -> u64 {
+fn updates_sent(c: &InProcessCluster) -> u64 {
     c.running()
         .iter()
         .map(|n| {
@@ -51,7 +51,7 @@ fn updates_sent(c: &LocalCluster) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_join_by_one_seed_take_replicas_and_leave_without_losing_a_session() {
-    let c = LocalCluster::start_custom(
+    let c = InProcessCluster::start_custom(
         3,
         3,
         Discovery::FirstAsSeed,
@@ -152,7 +152,7 @@ async fn nodes_join_by_one_seed_take_replicas_and_leave_without_losing_a_session
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seed_given_as_a_host_name_works() {
-    let c = LocalCluster::start_custom(
+    let c = InProcessCluster::start_custom(
         2,
         1,
         Discovery::FirstAsSeed,
@@ -178,7 +178,7 @@ async fn a_seed_given_as_a_host_name_works() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_naming_a_node_no_member_remembers_is_still_served_and_rehomed() {
-    let c = LocalCluster::start_custom(
+    let c = InProcessCluster::start_custom(
         3,
         3,
         Discovery::FirstAsSeed,
@@ -224,7 +224,7 @@ async fn a_token_naming_a_node_no_member_remembers_is_still_served_and_rehomed()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strangers_without_the_secret_cannot_join_or_inject_gossip() {
-    let c = LocalCluster::start(2, Replication::All, Ack::Async, ExpiryPolicy::default())
+    let c = InProcessCluster::start(2, Replication::All, Ack::Async, ExpiryPolicy::default())
         .await
         .unwrap();
     let n1 = c.instance(0).unwrap();
@@ -284,7 +284,7 @@ async fn strangers_without_the_secret_cannot_join_or_inject_gossip() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_node_claiming_a_live_nodes_id_is_refused() {
-    let c = LocalCluster::start(3, Replication::All, Ack::Async, ExpiryPolicy::default())
+    let c = InProcessCluster::start(3, Replication::All, Ack::Async, ExpiryPolicy::default())
         .await
         .unwrap();
     let n2 = c.instance(1).unwrap();
@@ -316,7 +316,7 @@ async fn a_second_node_claiming_a_live_nodes_id_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn membership_converges_on_every_node_under_churn() {
-    let c = LocalCluster::start_custom(
+    let c = InProcessCluster::start_custom(
         8,
         8,
         Discovery::FirstAsSeed,
@@ -360,7 +360,7 @@ async fn membership_converges_on_every_node_under_churn() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_back_at_a_new_address_under_its_old_id_rejoins_and_nothing_is_lost() {
     for replication in [Replication::Backups(1), Replication::All] {
-        let c = LocalCluster::start_custom(
+        let c = InProcessCluster::start_custom(
             3,
             3,
             Discovery::FirstAsSeed,

@@ -7,11 +7,11 @@
 
 use std::time::Duration;
 
-use backend_instantcopy::testing::{Discovery, LocalCluster, holders, read, route_of, write};
+use backend_instantcopy::testing::{Discovery, InProcessCluster, holders, read, route_of, write};
 use session_core::{ExpiryPolicy, Session, SessionBackend};
 
-async fn three(ttl: Duration) -> std::sync::Arc<LocalCluster> {
-    let c = LocalCluster::start_custom(
+async fn three(ttl: Duration) -> std::sync::Arc<InProcessCluster> {
+    let c = InProcessCluster::start_custom(
         3,
         3,
         Discovery::StaticMembers,
@@ -30,7 +30,7 @@ async fn three(ttl: Duration) -> std::sync::Arc<LocalCluster> {
 }
 
 /// A session written on node 1, and the index of the node that holds no copy of it.
-async fn session_and_outsider(c: &std::sync::Arc<LocalCluster>) -> (String, usize) {
+async fn session_and_outsider(c: &std::sync::Arc<InProcessCluster>) -> (String, usize) {
     let token = write(&c.node(0), None, "k", 1).await.unwrap();
     c.settle().await;
     let (id, _) = route_of(c, &token).unwrap();
@@ -40,7 +40,7 @@ async fn session_and_outsider(c: &std::sync::Arc<LocalCluster>) -> (String, usiz
     (token, outsider)
 }
 
-fn calls(c: &LocalCluster, i: usize) -> u64 {
+fn calls(c: &InProcessCluster, i: usize) -> u64 {
     c.instance(i).unwrap().counters().network_calls
 }
 

@@ -6,20 +6,20 @@
 use std::time::{Duration, Instant};
 
 use backend_instantcopy::testing::{
-    Discovery, LocalCluster, eventually, holders, read, route_of, write,
+    Discovery, InProcessCluster, eventually, holders, read, route_of, write,
 };
 use backend_instantcopy::{Ack, NodeId, Phase, Replication};
 use session_core::ExpiryPolicy;
 
 /// Digest of session `id` on each running node (`None` where it has no copy).
-fn digests(c: &LocalCluster, id: &session_core::SessionId) -> Vec<Option<[u8; 16]>> {
+fn digests(c: &InProcessCluster, id: &session_core::SessionId) -> Vec<Option<[u8; 16]>> {
     c.running()
         .iter()
         .map(|n| n.shared().store.read(id, |s| s.digest()))
         .collect()
 }
 
-fn converged(c: &LocalCluster, ids: &[session_core::SessionId]) -> bool {
+fn converged(c: &InProcessCluster, ids: &[session_core::SessionId]) -> bool {
     ids.iter().all(|id| {
         let d = digests(c, id);
         d.iter().all(|x| x.is_some() && *x == d[0])
@@ -29,7 +29,7 @@ fn converged(c: &LocalCluster, ids: &[session_core::SessionId]) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anti_entropy_repairs_lost_pushes_without_client_traffic() {
     let interval = Duration::from_millis(500);
-    let c = LocalCluster::start_custom(
+    let c = InProcessCluster::start_custom(
         3,
         3,
         Discovery::StaticMembers,
@@ -85,7 +85,7 @@ async fn anti_entropy_repairs_lost_pushes_without_client_traffic() {
 }
 
 /// Digest bytes of one exchange from node 1 to node 2.
-async fn one_exchange_bytes(c: &LocalCluster) -> (usize, usize) {
+async fn one_exchange_bytes(c: &InProcessCluster) -> (usize, usize) {
     let rounds = c.instance(0).unwrap().anti_entropy().await;
     let (_, r) = rounds
         .into_iter()
@@ -96,7 +96,7 @@ async fn one_exchange_bytes(c: &LocalCluster) -> (usize, usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn digest_bytes_follow_the_differences_not_the_session_count() {
-    let c = LocalCluster::start_custom(
+    let c = InProcessCluster::start_custom(
         2,
         2,
         Discovery::StaticMembers,
@@ -167,7 +167,7 @@ async fn digest_bytes_follow_the_differences_not_the_session_count() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_restarted_faster_than_failure_detection_gets_its_sessions_back() {
     for replication in [Replication::Backups(1), Replication::All] {
-        let c = LocalCluster::start(3, replication, Ack::One, ExpiryPolicy::default())
+        let c = InProcessCluster::start(3, replication, Ack::One, ExpiryPolicy::default())
             .await
             .unwrap();
         assert!(c.wait_ready(Duration::from_secs(5)).await);
@@ -176,7 +176,7 @@ async fn a_node_restarted_faster_than_failure_detection_gets_its_sessions_back()
             tokens.push(write(&c.node(i % 3), None, "k", i as i64).await.unwrap());
         }
         c.settle().await;
-        let copies = |c: &LocalCluster| -> Vec<usize> {
+        let copies = |c: &InProcessCluster| -> Vec<usize> {
             tokens
                 .iter()
                 .map(|t| holders(c, &route_of(c, t).unwrap().0).len())
@@ -218,9 +218,10 @@ async fn a_node_restarted_faster_than_failure_detection_gets_its_sessions_back()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_waits_for_the_initial_sync() {
-    let c = LocalCluster::start_with(3, 2, Replication::All, Ack::Async, ExpiryPolicy::default())
-        .await
-        .unwrap();
+    let c =
+        InProcessCluster::start_with(3, 2, Replication::All, Ack::Async, ExpiryPolicy::default())
+            .await
+            .unwrap();
     assert!(c.wait_ready(Duration::from_secs(5)).await);
     for i in 0..20 {
         write(&c.node(0), None, "k", i).await.unwrap();
@@ -263,7 +264,7 @@ async fn readiness_waits_for_the_initial_sync() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drain_hands_off_what_only_the_leaver_holds() {
-    let c = LocalCluster::start_custom(
+    let c = InProcessCluster::start_custom(
         3,
         3,
         Discovery::StaticMembers,
@@ -310,7 +311,7 @@ async fn a_drain_hands_off_what_only_the_leaver_holds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drain_past_its_timeout_leaves_sessions_that_the_next_sync_recovers() {
-    let c = LocalCluster::start_custom(
+    let c = InProcessCluster::start_custom(
         3,
         3,
         Discovery::StaticMembers,

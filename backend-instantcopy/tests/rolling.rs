@@ -15,11 +15,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use backend_instantcopy::testing::{LocalCluster, eventually, write};
+use backend_instantcopy::testing::{InProcessCluster, eventually, write};
 use backend_instantcopy::{Ack, Replication};
 use session_core::{Commit, ExpiryPolicy, Session};
 
-async fn login(c: &Arc<LocalCluster>, n: usize) -> String {
+async fn login(c: &Arc<InProcessCluster>, n: usize) -> String {
     loop {
         let s = Session::new(c.node(n % 3), None);
         s.insert("user", &1).unwrap();
@@ -39,7 +39,7 @@ async fn rolling_crashes_lose_no_acknowledged_write() {
         .unwrap_or(3);
     let mut acked_total = 0;
     for iter in 0..iterations {
-        let c = LocalCluster::start(
+        let c = InProcessCluster::start(
             3,
             Replication::Backups(1),
             Ack::One,

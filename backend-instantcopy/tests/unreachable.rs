@@ -5,12 +5,12 @@
 
 use std::time::Duration;
 
-use backend_instantcopy::testing::{Discovery, LocalCluster, eventually, read, write};
+use backend_instantcopy::testing::{Discovery, InProcessCluster, eventually, read, write};
 use backend_instantcopy::{NodeId, OnUnreachable, Replication};
 use session_core::{ExpiryPolicy, SessionBackend, SessionError};
 
 /// Cuts (or heals) every link between node index `i` and the others, all staying alive.
-fn cut(c: &LocalCluster, i: usize, on: bool) {
+fn cut(c: &InProcessCluster, i: usize, on: bool) {
     let me = c.instance(i).unwrap();
     for other in c.running() {
         if other.node_id() == me.node_id() {
@@ -26,7 +26,7 @@ fn cut(c: &LocalCluster, i: usize, on: bool) {
     }
 }
 
-async fn login_and_add_a(c: &std::sync::Arc<LocalCluster>, users: usize) -> Vec<String> {
+async fn login_and_add_a(c: &std::sync::Arc<InProcessCluster>, users: usize) -> Vec<String> {
     let mut tokens = Vec::new();
     for u in 0..users {
         let t = write(&c.node(0), None, "user", u as i64).await.unwrap();
@@ -43,8 +43,8 @@ fn is_unavailable<T: std::fmt::Debug>(r: &Result<T, SessionError>) -> bool {
 async fn three(
     on_unreachable: OnUnreachable,
     replication: Replication,
-) -> std::sync::Arc<LocalCluster> {
-    let c = LocalCluster::start_custom(
+) -> std::sync::Arc<InProcessCluster> {
+    let c = InProcessCluster::start_custom(
         3,
         3,
         Discovery::StaticMembers,

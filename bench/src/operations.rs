@@ -25,7 +25,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backend_instantcopy::testing::{Discovery, LocalCluster, route_of, write};
+use backend_instantcopy::testing::{Discovery, InProcessCluster, route_of, write};
 use backend_instantcopy::{Ack, Config, NodeId, Replication};
 use futures::StreamExt;
 use session_core::{ExpiryPolicy, SessionId};
@@ -125,8 +125,8 @@ async fn cluster(
     replication: Replication,
     ack: Ack,
     tune: impl Fn(&mut Config),
-) -> Result<Arc<LocalCluster>> {
-    let c = LocalCluster::start_custom(
+) -> Result<Arc<InProcessCluster>> {
+    let c = InProcessCluster::start_custom(
         n,
         n,
         Discovery::FirstAsSeed,
@@ -147,7 +147,7 @@ async fn cluster(
 }
 
 /// Creates `n` sessions on node 0 (64 in flight); their tokens.
-async fn fill(c: &Arc<LocalCluster>, n: usize) -> Result<Vec<String>> {
+async fn fill(c: &Arc<InProcessCluster>, n: usize) -> Result<Vec<String>> {
     let started = Instant::now();
     let node = c.node(0);
     let tokens: Vec<std::result::Result<String, _>> = futures::stream::iter(0..n)
@@ -171,7 +171,7 @@ async fn fill(c: &Arc<LocalCluster>, n: usize) -> Result<Vec<String>> {
 }
 
 /// Waits until every running node holds at least `n` sessions (all mode).
-async fn wait_held(c: &LocalCluster, n: usize, timeout: Duration) -> bool {
+async fn wait_held(c: &InProcessCluster, n: usize, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if c.running().iter().all(|x| x.sessions_held() >= n) {
@@ -384,7 +384,7 @@ async fn join(
 async fn membership(report: &mut OperationsReport, n: usize, rest: Duration) -> Result<()> {
     eprintln!("membership: {n} nodes");
     let started = Instant::now();
-    let c = LocalCluster::start_custom(
+    let c = InProcessCluster::start_custom(
         n,
         n,
         Discovery::FirstAsSeed,
@@ -401,7 +401,7 @@ async fn membership(report: &mut OperationsReport, n: usize, rest: Duration) -> 
     );
     // At rest: gossip only (no sessions, so no pushes; anti-entropy is TCP and not counted).
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let sent = |c: &LocalCluster| -> Vec<u64> {
+    let sent = |c: &InProcessCluster| -> Vec<u64> {
         c.running()
             .iter()
             .map(|x| x.shared().gossip_counters.sent_bytes.get())

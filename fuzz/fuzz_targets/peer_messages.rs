@@ -1,5 +1,5 @@
 //! Whatever arrives on the cluster port must never panic a node: the postcard decoders of every
-//! peer message, the seal that guards them, and the store that merges what decodes (issue 9).
+//! peer message, the seal that guards them, and the store that merges what decodes.
 //!
 //! The input is decoded as each message type; whatever decodes must re-encode to a message that
 //! decodes back equal, and every state update is applied to a fresh `Store` (as received, and

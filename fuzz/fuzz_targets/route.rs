@@ -1,6 +1,5 @@
 //! The routing bytes a token carries (owner, version, backups) must never panic the decoder,
-//! and whatever decodes names only members, each once, and encodes back to the same bytes
-//! (issue 9).
+//! and whatever decodes names only members, each once, and encodes back to the same bytes.
 #![no_main]
 
 use backend_instantcopy::{MAX_BACKUPS, NodeId, Route};

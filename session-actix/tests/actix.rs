@@ -11,7 +11,7 @@ use actix_session::SessionMiddleware;
 use actix_web::cookie::Key;
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::{App, test};
-use backend_instantcopy::testing::LocalCluster;
+use backend_instantcopy::testing::InProcessCluster;
 use backend_instantcopy::{Ack, Replication};
 use session_actix::SyncStore;
 use session_core::{ExpiryPolicy, SessionBackend};
@@ -48,7 +48,7 @@ async fn actix_session_on_three_nodes_round_robin() {
         (Replication::Backups(1), Ack::One),
         (Replication::All, Ack::Async),
     ] {
-        let c = LocalCluster::start(3, replication, ack, ExpiryPolicy::default())
+        let c = InProcessCluster::start(3, replication, ack, ExpiryPolicy::default())
             .await
             .unwrap();
         // Every node shares the cookie key, as every node of a cluster must.
@@ -135,7 +135,7 @@ async fn actix_session_on_three_nodes_round_robin() {
 #[actix_web::test]
 async fn forged_keys_are_no_session() {
     use actix_session::storage::{SessionKey, SessionStore};
-    let c = LocalCluster::start(
+    let c = InProcessCluster::start(
         3,
         Replication::Backups(1),
         Ack::One,

@@ -11,7 +11,7 @@ mod login_app;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backend_instantcopy::testing::LocalCluster;
+use backend_instantcopy::testing::InProcessCluster;
 use backend_instantcopy::{Ack, Replication};
 use serde_json::json;
 use session_core::ExpiryPolicy;
@@ -59,7 +59,7 @@ impl Client {
     }
 }
 
-async fn serve(c: &Arc<LocalCluster>) -> Vec<String> {
+async fn serve(c: &Arc<InProcessCluster>) -> Vec<String> {
     let mut urls = Vec::new();
     for i in 0..c.len() {
         let app = login_app::router(SyncStore::new(c.node(i), c.keys()));
@@ -76,7 +76,7 @@ async fn axum_login_on_three_nodes_round_robin() {
         (Replication::Backups(1), Ack::One),
         (Replication::All, Ack::All),
     ] {
-        let c = LocalCluster::start(3, replication, ack, ExpiryPolicy::default())
+        let c = InProcessCluster::start(3, replication, ack, ExpiryPolicy::default())
             .await
             .unwrap();
         let urls = serve(&c).await;
@@ -179,7 +179,7 @@ async fn axum_login_on_three_nodes_round_robin() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_ids_find_no_session() {
     use session_tower::SessionStore;
-    let c = LocalCluster::start(
+    let c = InProcessCluster::start(
         3,
         Replication::Backups(1),
         Ack::One,

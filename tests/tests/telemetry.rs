@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use backend_instantcopy::testing::{LocalCluster, holders, read, route_of, write};
+use backend_instantcopy::testing::{InProcessCluster, holders, read, route_of, write};
 use backend_instantcopy::{Ack, Replication};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use session_core::{ExpiryPolicy, telemetry};
@@ -34,7 +34,7 @@ fn scrape(text: &str) -> HashMap<String, f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_published_through_the_metrics_facade_scrapes_with_its_names() {
-    let c = LocalCluster::start(
+    let c = InProcessCluster::start(
         3,
         Replication::Backups(1),
         Ack::One,
