@@ -149,12 +149,7 @@ impl CookieBackend {
             return Err(SessionError::Gone);
         }
         let mut r = (*loaded.record).clone();
-        r.data.apply(delta);
-        r.version += 1;
-        r.last_access = now;
-        r.idle_deadline = self
-            .policy
-            .refreshed_idle_deadline(now, r.absolute_deadline);
+        r.apply_write(delta, now, &self.policy);
         Ok(r)
     }
 

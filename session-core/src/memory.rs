@@ -128,12 +128,7 @@ impl SessionBackend for MemoryBackend {
             return Err(SessionError::Gone);
         }
         let r = Arc::make_mut(current);
-        r.data.apply(delta);
-        r.version += 1;
-        r.last_access = now;
-        r.idle_deadline = self
-            .policy
-            .refreshed_idle_deadline(now, r.absolute_deadline);
+        r.apply_write(delta, now, &self.policy);
         self.counters.saved();
         // Re-signed, so a token signed with a retired key is replaced by one with the current key.
         let saved = Saved {
@@ -155,12 +150,7 @@ impl SessionBackend for MemoryBackend {
         }
         let mut r = (*current).clone();
         r.id = SessionId::random();
-        r.data.apply(delta);
-        r.version += 1;
-        r.last_access = now;
-        r.idle_deadline = self
-            .policy
-            .refreshed_idle_deadline(now, r.absolute_deadline);
+        r.apply_write(delta, now, &self.policy);
         let saved = self.issue(&r)?;
         sessions.insert(r.id, Arc::new(r));
         sessions.remove(&loaded.record.id);
