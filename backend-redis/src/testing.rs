@@ -208,8 +208,9 @@ impl BackendFactory for RedisFactory {
     }
 }
 
-/// A glob pattern matching exactly the keys that start with `prefix`.
-fn prefix_pattern(prefix: &str) -> String {
+/// A glob pattern matching exactly the keys that start with `prefix` (glob characters in the
+/// prefix escaped, so `a*` matches keys starting with `a*`, not every key starting with `a`).
+pub fn prefix_pattern(prefix: &str) -> String {
     let mut p = String::with_capacity(prefix.len() + 1);
     for c in prefix.chars() {
         if matches!(c, '*' | '?' | '[' | ']' | '\\') {
@@ -233,41 +234,63 @@ pub async fn delete_prefix(config: &RedisConfig) -> Result<u64, String> {
     };
     let mut deleted = 0;
     for url in urls {
-        let client = redis::Client::open(url.as_str()).map_err(|e| e.to_string())?;
-        let mut con = client
-            .get_multiplexed_async_connection()
-            .await
-            .map_err(|e| format!("connecting to {}: {e}", redact_url(&url)))?;
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(500)
-                .query_async(&mut con)
-                .await
-                .map_err(|e| format!("SCAN: {e}"))?;
-            if !keys.is_empty() {
-                // One key per UNLINK: a cluster node refuses multi-key commands across slots.
-                let mut pipe = redis::pipe();
-                for k in &keys {
-                    pipe.cmd("UNLINK").arg(k);
-                }
-                let n: Vec<u64> = pipe
-                    .query_async(&mut con)
-                    .await
-                    .map_err(|e| format!("UNLINK: {e}"))?;
-                deleted += n.iter().sum::<u64>();
-            }
-            cursor = next;
-            if cursor == 0 {
-                break;
-            }
-        }
+        deleted += scan_under(&url, &pattern, true).await?;
     }
     Ok(deleted)
+}
+
+/// Deletes every key under `prefix` on the single Redis server at `url` (`SCAN MATCH` +
+/// `UNLINK`; never a flush): the one cleanup every test, benchmark and comparison run uses for
+/// the prefix it wrote under. Returns how many keys were deleted. Errors never show the URL's
+/// password.
+pub async fn delete_keys_under(url: &str, prefix: &str) -> Result<u64, String> {
+    scan_under(url, &prefix_pattern(prefix), true).await
+}
+
+/// Counts the keys under `prefix` on the Redis server at `url` (to check a cleanup).
+pub async fn count_keys_under(url: &str, prefix: &str) -> Result<u64, String> {
+    scan_under(url, &prefix_pattern(prefix), false).await
+}
+
+/// Keys matching `pattern` on one server, counted, or with `delete` unlinked (one key per
+/// `UNLINK`: a cluster node refuses multi-key commands across slots).
+async fn scan_under(url: &str, pattern: &str, delete: bool) -> Result<u64, String> {
+    let client =
+        redis::Client::open(url).map_err(|e| format!("Redis URL {}: {e}", redact_url(url)))?;
+    let mut con = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|e| format!("connecting to {}: {e}", redact_url(url)))?;
+    let mut cursor: u64 = 0;
+    let mut count = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(500)
+            .query_async(&mut con)
+            .await
+            .map_err(|e| format!("SCAN: {e}"))?;
+        if delete && !keys.is_empty() {
+            let mut pipe = redis::pipe();
+            for k in &keys {
+                pipe.cmd("UNLINK").arg(k);
+            }
+            let n: Vec<u64> = pipe
+                .query_async(&mut con)
+                .await
+                .map_err(|e| format!("UNLINK: {e}"))?;
+            count += n.iter().sum::<u64>();
+        } else if !delete {
+            count += keys.len() as u64;
+        }
+        cursor = next;
+        if cursor == 0 {
+            return Ok(count);
+        }
+    }
 }
 
 /// The URLs of a cluster's masters, from `CLUSTER NODES` on the first reachable seed (the

@@ -643,3 +643,39 @@ async fn a_token_signed_with_a_retired_key_is_reissued() {
         Err(SessionError::InvalidToken(_))
     ));
 }
+
+/// The shared cleanup deletes exactly the keys under its prefix: glob characters in the prefix
+/// are literal, a sibling prefix is untouched, and the count says what went.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_deletes_only_under_its_prefix() {
+    use backend_redis::testing::{count_keys_under, delete_keys_under};
+    let base = session_core::testing::unique_name("cleanup");
+    let (star, sibling) = (format!("{base}*:"), format!("{base}x:"));
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    for k in [
+        format!("{star}a"),
+        format!("{star}b"),
+        format!("{sibling}a"),
+    ] {
+        let () = redis::cmd("SET")
+            .arg(&k)
+            .arg(1)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+    }
+    assert_eq!(count_keys_under(&redis_url(), &star).await.unwrap(), 2);
+    assert_eq!(delete_keys_under(&redis_url(), &star).await.unwrap(), 2);
+    assert_eq!(count_keys_under(&redis_url(), &star).await.unwrap(), 0);
+    assert_eq!(
+        count_keys_under(&redis_url(), &sibling).await.unwrap(),
+        1,
+        "a sibling prefix was touched"
+    );
+    assert_eq!(delete_keys_under(&redis_url(), &sibling).await.unwrap(), 1);
+    let e = count_keys_under("redis://user:hunter2@127.0.0.1:1", "x")
+        .await
+        .unwrap_err();
+    assert!(!e.contains("hunter2"), "the password leaked: {e}");
+}

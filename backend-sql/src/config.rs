@@ -160,7 +160,7 @@ pub struct SqlConfig {
 }
 
 /// `url` with the password of its `user:password@` part replaced by `***`, safe to log.
-fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };

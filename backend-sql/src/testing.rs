@@ -70,32 +70,46 @@ impl PgTestSchema {
 
     /// Creates the schema now.
     pub async fn create(&self) -> Result<(), String> {
-        self.execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{}\"", self.name))
-            .await
+        create_schema(&self.url, &self.name).await
     }
 
     /// Drops the schema and everything in it.
     pub async fn drop_now(&self) -> Result<(), String> {
-        self.execute(&format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name))
-            .await?;
+        drop_schema(&self.url, &self.name).await?;
         self.dropped.store(true, Ordering::SeqCst);
         Ok(())
     }
+}
 
-    async fn execute(&self, sql: &str) -> Result<(), String> {
-        // The name comes from `unique_name`: lower-case ASCII, digits and `_` only.
-        crate::validate_identifier("schema", &self.name).map_err(|e| e.to_string())?;
-        use sqlx::Connection;
-        let mut conn = sqlx::PgConnection::connect(&self.url)
-            .await
-            .map_err(|e| format!("connecting to {}: {e}", self.url))?;
-        let r = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-            .execute(&mut conn)
-            .await
-            .map_err(|e| format!("{sql}: {e}"));
-        let _ = conn.close().await;
-        r.map(|_| ())
-    }
+/// `CREATE SCHEMA IF NOT EXISTS "schema"` on the PostgreSQL at `url`. The name must be a plain
+/// identifier (as [`unique_name`] makes them); errors never show the URL's password.
+#[cfg(feature = "postgres")]
+pub async fn create_schema(url: &str, schema: &str) -> Result<(), String> {
+    execute_on_schema(url, schema, "CREATE SCHEMA IF NOT EXISTS \"{}\"").await
+}
+
+/// `DROP SCHEMA IF EXISTS "schema" CASCADE` on the PostgreSQL at `url`: the one cleanup every
+/// test, benchmark and comparison run uses for the schema it created. The name must be a plain
+/// identifier, so no other schema can be named by accident; errors never show the password.
+#[cfg(feature = "postgres")]
+pub async fn drop_schema(url: &str, schema: &str) -> Result<(), String> {
+    execute_on_schema(url, schema, "DROP SCHEMA IF EXISTS \"{}\" CASCADE").await
+}
+
+#[cfg(feature = "postgres")]
+async fn execute_on_schema(url: &str, schema: &str, template: &str) -> Result<(), String> {
+    use sqlx::Connection;
+    crate::validate_identifier("schema", schema).map_err(|e| e.to_string())?;
+    let sql = template.replace("{}", schema);
+    let mut conn = sqlx::PgConnection::connect(url)
+        .await
+        .map_err(|e| format!("connecting to {}: {e}", crate::config::redact_url(url)))?;
+    let r = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone()))
+        .execute(&mut conn)
+        .await
+        .map_err(|e| format!("{sql}: {e}"));
+    let _ = conn.close().await;
+    r.map(|_| ())
 }
 
 #[cfg(feature = "postgres")]

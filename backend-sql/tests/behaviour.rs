@@ -639,3 +639,21 @@ async fn postgres_session_settings_come_from_the_config() {
     b.shutdown().await;
     db.finish().await;
 }
+
+/// The shared schema cleanup refuses names that are not plain identifiers and never shows the
+/// URL's password in its errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_cleanup_refuses_odd_names_and_redacts_the_password() {
+    use backend_sql::testing::{create_schema, drop_schema};
+    let url = session_core::testing::database_url();
+    let e = drop_schema(&url, "public\" CASCADE; --").await.unwrap_err();
+    assert!(e.contains("schema"), "{e}");
+    let e = drop_schema("postgres://app:hunter2@127.0.0.1:1/x", "s1")
+        .await
+        .unwrap_err();
+    assert!(!e.contains("hunter2"), "the password leaked: {e}");
+    let name = session_core::testing::unique_name("cleanup");
+    create_schema(&url, &name).await.unwrap();
+    drop_schema(&url, &name).await.unwrap();
+    drop_schema(&url, &name).await.unwrap(); // dropping what is gone is fine
+}

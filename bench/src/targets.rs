@@ -251,57 +251,22 @@ fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// `DROP SCHEMA IF EXISTS "schema" CASCADE` (a schema this harness created).
+/// `DROP SCHEMA IF EXISTS "schema" CASCADE` (a schema this harness created), with the cleanup
+/// the tests use (`backend_sql::testing::drop_schema`).
 pub async fn drop_schema(database_url: &str, schema: &str) -> Result<()> {
-    use sqlx::Connection;
     check_name(schema)?;
-    let mut conn = sqlx::PgConnection::connect(database_url)
+    backend_sql::testing::drop_schema(database_url, schema)
         .await
-        .context(format!("cleanup: connecting to {database_url}"))?;
-    let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
-    let r = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone()))
-        .execute(&mut conn)
-        .await
-        .context(format!("cleanup: {sql}"));
-    let _ = conn.close().await;
-    r.map(|_| ())
+        .map_err(|e| BenchError(format!("cleanup: {e}")))
 }
 
-/// Deletes every key starting with `prefix` (`SCAN MATCH` + `UNLINK`; never a flush).
+/// Deletes every key starting with `prefix` (`SCAN MATCH` + `UNLINK`; never a flush), with the
+/// cleanup the tests use (`backend_redis::testing::delete_keys_under`).
 pub async fn delete_prefix(redis_url: &str, prefix: &str) -> Result<u64> {
     check_name(prefix)?;
-    let client =
-        redis::Client::open(redis_url).context(format!("cleanup: Redis URL {redis_url}"))?;
-    let mut con = client
-        .get_multiplexed_async_connection()
+    backend_redis::testing::delete_keys_under(redis_url, prefix)
         .await
-        .context(format!("cleanup: connecting to {redis_url}"))?;
-    let pattern = format!("{prefix}*");
-    let mut cursor: u64 = 0;
-    let mut deleted = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut con)
-            .await
-            .context("cleanup: SCAN")?;
-        if !keys.is_empty() {
-            let n: u64 = redis::cmd("UNLINK")
-                .arg(&keys)
-                .query_async(&mut con)
-                .await
-                .context("cleanup: UNLINK")?;
-            deleted += n;
-        }
-        cursor = next;
-        if cursor == 0 {
-            return Ok(deleted);
-        }
-    }
+        .map_err(|e| BenchError(format!("cleanup: {e}")))
 }
 
 fn free_addr() -> Result<SocketAddr> {

@@ -151,7 +151,7 @@ async fn quick_compare_end_to_end() {
     let redis = &report.schemes[4];
     let prefix = redis.isolation.as_deref().unwrap();
     assert_eq!(
-        compare::count_redis_prefix(&redis_url(), prefix)
+        backend_redis::testing::count_keys_under(&redis_url(), prefix)
             .await
             .unwrap(),
         0,

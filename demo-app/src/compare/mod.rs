@@ -913,16 +913,13 @@ async fn run_scheme(ctx: &Ctx<'_>, scheme: Scheme) -> Result<SchemeResult, Compa
                 result.skipped = Some(reason);
             } else {
                 let schema = unique_name();
-                exec_pg(
-                    &opts.database_url,
-                    &format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""),
-                )
-                .await
-                .map_err(|message| CompareError::Prepare {
-                    run: run_name.clone(),
-                    what: format!("the schema {schema}"),
-                    message,
-                })?;
+                backend_sql::testing::create_schema(&opts.database_url, &schema)
+                    .await
+                    .map_err(|message| CompareError::Prepare {
+                        run: run_name.clone(),
+                        what: format!("the schema {schema}"),
+                        message,
+                    })?;
                 spec.database_url = Some(opts.database_url.clone());
                 spec.sql_schema = Some(schema.clone());
                 result.isolation = Some(schema);
@@ -947,13 +944,10 @@ async fn run_scheme(ctx: &Ctx<'_>, scheme: Scheme) -> Result<SchemeResult, Compa
     let measured = cluster_run(ctx, &run_name, &spec, opts.users, opts.requests, opts.mix).await;
     if let Some(name) = &result.isolation {
         let cleanup = match scheme {
-            Scheme::Sql => exec_pg(
-                &opts.database_url,
-                &format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"),
-            )
-            .await
-            .map(|()| format!("dropped the schema {name}")),
-            Scheme::Redis => delete_redis_prefix(&opts.redis_url, name)
+            Scheme::Sql => backend_sql::testing::drop_schema(&opts.database_url, name)
+                .await
+                .map(|()| format!("dropped the schema {name}")),
+            Scheme::Redis => backend_redis::testing::delete_keys_under(&opts.redis_url, name)
                 .await
                 .map(|n| format!("deleted {n} keys under {name}")),
             _ => Ok(String::new()),
@@ -1736,80 +1730,6 @@ pub async fn check_redis(url: &str, timeout: Duration) -> Result<(), String> {
     }
 }
 
-/// Runs one statement on PostgreSQL (schema names here come from [`unique_name`]).
-async fn exec_pg(url: &str, sql: &str) -> Result<(), String> {
-    use sqlx::Connection;
-    let mut conn = sqlx::PgConnection::connect(url)
-        .await
-        .map_err(|e| format!("connecting to {}: {e}", redact(url)))?;
-    let r = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-        .execute(&mut conn)
-        .await
-        .map_err(|e| format!("{sql}: {e}"));
-    let _ = conn.close().await;
-    r.map(|_| ())
-}
-
-/// A glob pattern matching exactly the keys that start with `prefix`.
-fn glob_prefix(prefix: &str) -> String {
-    let mut p = String::with_capacity(prefix.len() + 1);
-    for c in prefix.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            p.push('\\');
-        }
-        p.push(c);
-    }
-    p.push('*');
-    p
-}
-
-/// Keys under `prefix` (`SCAN MATCH`), or with `delete` those keys unlinked; returns the count.
-async fn scan_prefix(url: &str, prefix: &str, delete: bool) -> Result<u64, String> {
-    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
-    let mut con = client
-        .get_multiplexed_async_connection()
-        .await
-        .map_err(|e| format!("connecting to {}: {e}", redact(url)))?;
-    let pattern = glob_prefix(prefix);
-    let mut cursor: u64 = 0;
-    let mut count = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(500)
-            .query_async(&mut con)
-            .await
-            .map_err(|e| format!("SCAN: {e}"))?;
-        if delete && !keys.is_empty() {
-            let n: u64 = redis::cmd("UNLINK")
-                .arg(&keys)
-                .query_async(&mut con)
-                .await
-                .map_err(|e| format!("UNLINK: {e}"))?;
-            count += n;
-        } else {
-            count += keys.len() as u64;
-        }
-        cursor = next;
-        if cursor == 0 {
-            return Ok(count);
-        }
-    }
-}
-
-/// Deletes every key under `prefix` (`SCAN MATCH` + `UNLINK`; never a flush).
-pub async fn delete_redis_prefix(url: &str, prefix: &str) -> Result<u64, String> {
-    scan_prefix(url, prefix, true).await
-}
-
-/// Counts the keys under `prefix` (to check a cleanup).
-pub async fn count_redis_prefix(url: &str, prefix: &str) -> Result<u64, String> {
-    scan_prefix(url, prefix, false).await
-}
-
 /// Reads `/proc/loadavg` (Linux).
 fn load_average() -> Option<[f64; 3]> {
     let text = std::fs::read_to_string("/proc/loadavg").ok()?;
@@ -2087,7 +2007,6 @@ mod tests {
             rfc3339(UNIX_EPOCH + Duration::from_secs(1_767_225_599)),
             "2025-12-31T23:59:59Z"
         );
-        assert_eq!(glob_prefix("a*b[c]:"), "a\\*b\\[c\\]:*");
     }
 
     #[test]
