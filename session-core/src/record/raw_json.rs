@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 /// value, so loading, replicating and storing a session never re-encodes values it does not
 /// touch. The text is validated when the value is built.
 ///
-/// `RawJson` owns its text; [`RawJsonStr`] is the borrowed form that [`SessionData`] hands out
+/// `RawJson` owns its text; [`RawJsonStr`] is the borrowed form that [`SessionData`](crate::SessionData) hands out
 /// (`RawJson` dereferences to it, as `String` does to `str`).
 ///
 /// With a human-readable serializer (JSON) a `RawJson` is written as the JSON value itself; with
@@ -130,8 +130,8 @@ pub(super) fn validate_json(text: &str) -> Result<(), serde_json::Error> {
     serde_json::from_str::<serde::de::IgnoredAny>(text).map(|_| ())
 }
 
-/// A borrowed session value: valid JSON text, as [`SessionData::get`] and
-/// [`SessionData::iter`] hand it out (the values live in the map's one buffer, so there is no
+/// A borrowed session value: valid JSON text, as [`SessionData::get`](crate::SessionData::get) and
+/// [`SessionData::iter`](crate::SessionData::iter) hand it out (the values live in the map's one buffer, so there is no
 /// [`RawJson`] to borrow). It is to [`RawJson`] what `str` is to `String`.
 ///
 /// ```
