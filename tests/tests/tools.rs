@@ -20,12 +20,13 @@ fn script() -> PathBuf {
 }
 
 /// Every command the tool list names.
-const ALL: [&str; 9] = [
+const ALL: [&str; 10] = [
     "chromium",
     "wrk",
     "redis-server",
     "redis-cli",
     "ip",
+    "ss",
     "nginx",
     "runuser",
     "chown",
@@ -112,4 +113,12 @@ fn without_apt_get_it_fails_naming_the_command_to_run() {
     assert!(t.contains("chromium (package chromium)"), "{t}");
     assert!(t.contains("apt-get install -y chromium"), "{t}");
     assert!(!t.contains("wrk (package"), "wrk is present: {t}");
+}
+
+#[test]
+fn a_missing_ss_alone_installs_iproute2() {
+    let dir = fake_path(&all_but(&["ss"]));
+    let out = ensure(dir.path(), "--dry-run");
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(text(&out).trim(), "would install: iproute2");
 }
