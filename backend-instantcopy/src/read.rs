@@ -406,7 +406,8 @@ impl InstantCopyNode {
     /// hedged fetch (the next holder only after a short delay or a miss) would halve that,
     /// but it also stops a read from noticing a crashed holder as a side effect, and a
     /// takeover write right after a crash then waits for that holder's acknowledgement
-    /// (seen in the scale-down test). Not done here; see the README's open work.
+    /// (seen in the scale-down test). Not done here; the README's instant-copy section says
+    /// so.
     pub(crate) async fn fetch_remote(
         &self,
         id: SessionId,

@@ -80,3 +80,37 @@ async fn a_local_cluster_whose_nodes_exit_at_start_fails_with_their_exit_status(
         Ok(_) => panic!("a cluster with an invalid config started"),
     }
 }
+
+#[test]
+fn compare_refuses_a_readme_without_the_generated_block_before_measuring() {
+    let dir = tempfile::tempdir().unwrap();
+    let readme = dir.path().join("README.md");
+    std::fs::write(&readme, "# A README with no generated block\n").unwrap();
+    let out = dir.path().join("results");
+    let o = demo(
+        &[
+            "compare",
+            "--quick",
+            "--schemes",
+            "cookie",
+            "--scaling-nodes",
+            "0",
+            "--out",
+            out.to_str().unwrap(),
+            "--readme",
+            readme.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("compare:begin") && e.contains("README.md"),
+        "{e}"
+    );
+    assert!(!out.exists(), "it measured before checking the README");
+    assert_eq!(
+        std::fs::read_to_string(&readme).unwrap(),
+        "# A README with no generated block\n"
+    );
+}

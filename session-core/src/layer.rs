@@ -594,7 +594,8 @@ where
         };
         let session = Session::with_limits(self.backend.clone(), token, config.limits);
         req.extensions_mut().insert(session.clone());
-        let written = self.costs.as_ref().map(|_| session.clone());
+        // With cost accounting on, the session handle says afterwards whether it wrote.
+        let metered = self.costs.clone().map(|costs| (costs, session.clone()));
         let serve = async move {
             let res = inner.call(req).await?.map(Body::new);
             if res.status().is_server_error() {
@@ -629,8 +630,8 @@ where
                 }
             }
         };
-        match (self.costs.clone(), written) {
-            (Some(costs), Some(wrote)) => Box::pin(async move {
+        match metered {
+            Some((costs, wrote)) => Box::pin(async move {
                 let (res, cost) = crate::cost::measure(serve).await;
                 let kind = if wrote.has_written() {
                     RequestKind::Write
@@ -640,7 +641,7 @@ where
                 costs.record(kind, cost);
                 res
             }),
-            _ => Box::pin(serve),
+            None => Box::pin(serve),
         }
     }
 }

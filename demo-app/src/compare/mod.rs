@@ -1338,8 +1338,10 @@ pub fn sum_by_name(text: &str) -> BTreeMap<String, f64> {
                 }
             }
             let Some(end) = end else { continue };
-            kind = rest[..end]
-                .split_once("kind=\"")
+            // The `kind` label itself (first, or after a comma), not one ending in "kind".
+            kind = ["{kind=\"", ",kind=\""]
+                .iter()
+                .find_map(|m| rest[..end].split_once(m))
                 .and_then(|(_, v)| v.split_once('"'))
                 .map(|(v, _)| v.to_owned());
             rest = &rest[end + 1..];
@@ -1511,10 +1513,12 @@ async fn workload(
 
     let reqs = tally.requests.max(1) as f64;
     let d = |name: &str| delta(&before, &after, name);
-    let kind_stats = |kind: &str, i: usize| {
-        let layer = d(&format!("session_requests_total{{kind=\"{kind}\"}}"));
-        let sent = tally.latencies_of(i == 1);
-        let requests = if i == 1 {
+    let kind_stats = |write: bool| {
+        let kind = if write { "write" } else { "read" };
+        let i = usize::from(write);
+        let series = |name: &str| d(&format!("{name}{{kind=\"{kind}\"}}"));
+        let layer = series("session_requests_total");
+        let requests = if write {
             tally.writes
         } else {
             tally.requests - tally.writes
@@ -1522,26 +1526,16 @@ async fn workload(
         let per = |v: f64, n: f64| if n > 0.0 { v / n } else { 0.0 };
         KindStats {
             requests,
-            latency: LatencyStats::from_micros(&mut sent.clone()),
+            latency: LatencyStats::from_micros(&mut tally.latencies_of(write)),
             layer_requests: layer,
-            n_per_request: per(
-                d(&format!(
-                    "session_request_network_calls_total{{kind=\"{kind}\"}}"
-                )),
-                layer,
-            ),
-            d_per_request: per(
-                d(&format!(
-                    "session_request_db_calls_total{{kind=\"{kind}\"}}"
-                )),
-                layer,
-            ),
+            n_per_request: per(series("session_request_network_calls_total"), layer),
+            d_per_request: per(series("session_request_db_calls_total"), layer),
             client_bytes_up: per(tally.header_bytes_up[i] as f64, requests as f64),
             client_bytes_down: per(tally.header_bytes_down[i] as f64, requests as f64),
         }
     };
-    let reads = kind_stats("read", 0);
-    let writes_stats = kind_stats("write", 1);
+    let reads = kind_stats(false);
+    let writes_stats = kind_stats(true);
     // Replication is divided over the writes the layer counted (the writes that changed a
     // session, which are what replicates), else over the writes sent.
     let write_count = if writes_stats.layer_requests > 0.0 {
@@ -1962,8 +1956,22 @@ mod tests {
                     session_client_bytes_sum 1.5e3\n\
                     broken{a=\"unterminated 1\n\
                     notanumber abc\n\
+                    session_requests_total{kind=\"read\"} 4\n\
+                    session_requests_total{kind=\"write\"} 1\n\
+                    labelled_total{node=\"1\",kind=\"write\"} 2\n\
+                    lookalike_total{subkind=\"read\"} 9\n\
                     # EOF\n";
         let m = sum_by_name(text);
+        // Series with a `kind` label are kept apart by kind as well as summed.
+        assert_eq!(m["session_requests_total"], 5.0);
+        assert_eq!(m["session_requests_total{kind=\"read\"}"], 4.0);
+        assert_eq!(m["session_requests_total{kind=\"write\"}"], 1.0);
+        assert_eq!(m["labelled_total{kind=\"write\"}"], 2.0);
+        assert_eq!(m["lookalike_total"], 9.0);
+        assert!(
+            !m.keys().any(|k| k.starts_with("lookalike_total{")),
+            "{m:?}"
+        );
         assert_eq!(m["session_network_calls_total"], 7.0);
         assert_eq!(m["session_instantcopy_push_updates_total"], 11.0);
         assert_eq!(m["http_request_duration_seconds_sum"], 0.25);
