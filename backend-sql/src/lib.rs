@@ -122,6 +122,7 @@ mod pg;
 mod schema;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+mod statements;
 mod store;
 #[cfg(feature = "testing")]
 pub mod testing;

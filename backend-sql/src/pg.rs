@@ -3,31 +3,23 @@
 use std::str::FromStr;
 use std::sync::Arc;
 
-use session_core::{Delta, SessionData, SessionError, SessionId};
-use sqlx::AssertSqlSafe;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use session_core::{Delta, SessionData, SessionError};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgQueryResult};
+use sqlx::{Postgres, Transaction};
 
 use crate::codec;
 use crate::config::{ConfigError, Driver, SqlConfig};
 use crate::errors::{self, migrate_error};
 use crate::schema::{self, Names};
-use crate::store::{Calls, CycleError, Row, Stamp, Written, id_bytes};
+use crate::statements::{Dialect, Sql, Statements};
 
-/// SQL texts, built once from the validated table name.
-struct Sql {
-    load: Arc<str>,
-    insert: Arc<str>,
-    update: Arc<str>,
-    touch: Arc<str>,
-    cycle_copy: Arc<str>,
-    delete: Arc<str>,
-    delete_version: Arc<str>,
-    cleanup: Arc<str>,
-    check: Arc<str>,
-}
+/// PostgreSQL's differences: JSONB operators in the SQL, `data::text` read as a string, the
+/// removed keys bound as `text[]`.
+impl Dialect for Postgres {
+    type Data = String;
+    type Keys = Vec<String>;
 
-impl Sql {
-    fn new(t: &str) -> Sql {
+    fn sql(t: &str) -> Sql {
         let s = |x: String| Arc::<str>::from(x);
         Sql {
             load: s(format!(
@@ -79,17 +71,34 @@ impl Sql {
             check: s(format!("SELECT 1 FROM {t} LIMIT 0")),
         }
     }
-}
 
-fn q(sql: &Arc<str>) -> AssertSqlSafe<Arc<str>> {
-    AssertSqlSafe(sql.clone())
+    fn data_text(data: String) -> String {
+        data
+    }
+
+    fn data_bind(data: &SessionData) -> String {
+        data.to_json_object()
+    }
+
+    fn delta_keys(delta: &Delta) -> Vec<String> {
+        codec::removed_keys(delta)
+    }
+
+    fn delta_set(delta: &Delta) -> String {
+        codec::set_object_pg(delta)
+    }
+
+    async fn begin(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        pool.begin().await
+    }
+
+    fn rows_affected(result: &PgQueryResult) -> u64 {
+        result.rows_affected()
+    }
 }
 
 /// The PostgreSQL store: a pool and the statements.
-pub(crate) struct PgStore {
-    pub(crate) pool: PgPool,
-    sql: Sql,
-}
+pub(crate) type PgStore = Statements<Postgres>;
 
 /// Connect options from the config: URL, application name, statement timeout.
 pub(crate) fn connect_options(config: &SqlConfig) -> Result<PgConnectOptions, ConfigError> {
@@ -112,13 +121,6 @@ pub(crate) fn connect_options(config: &SqlConfig) -> Result<PgConnectOptions, Co
 }
 
 impl PgStore {
-    pub(crate) fn from_pool(pool: PgPool, names: &Names) -> PgStore {
-        PgStore {
-            pool,
-            sql: Sql::new(&names.table),
-        }
-    }
-
     /// Builds the pool (lazily: no connection yet).
     pub(crate) fn pool(config: &SqlConfig) -> Result<PgPool, ConfigError> {
         let opts = connect_options(config)?;
@@ -171,153 +173,5 @@ impl PgStore {
             )),
         }
         // `conn` is closed on drop here: the server session ends and its advisory lock with it.
-    }
-
-    pub(crate) async fn load(&self, id: &SessionId, now: i64) -> Result<Option<Row>, sqlx::Error> {
-        let row: Option<(String, i64, i64, i64, i64, i64)> = sqlx::query_as(q(&self.sql.load))
-            .bind(id_bytes(id))
-            .bind(now)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(
-            |(data, version, created_at, last_access, expires_at, absolute_deadline)| Row {
-                data,
-                version,
-                created_at,
-                last_access,
-                expires_at,
-                absolute_deadline,
-            },
-        ))
-    }
-
-    pub(crate) async fn insert(
-        &self,
-        id: &SessionId,
-        data: &SessionData,
-        now: i64,
-        (idle, absolute): (i64, i64),
-    ) -> Result<bool, sqlx::Error> {
-        let r = sqlx::query(q(&self.sql.insert))
-            .bind(id_bytes(id))
-            .bind(data.to_json_object())
-            .bind(now)
-            .bind(idle)
-            .bind(absolute)
-            .execute(&self.pool)
-            .await?;
-        Ok(r.rows_affected() == 1)
-    }
-
-    pub(crate) async fn update(
-        &self,
-        id: &SessionId,
-        delta: &Delta,
-        stamp: Stamp,
-    ) -> Result<Option<Written>, sqlx::Error> {
-        let row: Option<(i64, i64)> = sqlx::query_as(q(&self.sql.update))
-            .bind(id_bytes(id))
-            .bind(codec::removed_keys(delta))
-            .bind(codec::set_object_pg(delta))
-            .bind(stamp.now)
-            .bind(stamp.idle_ms)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|(version, expires_at)| Written {
-            version,
-            expires_at,
-        }))
-    }
-
-    pub(crate) async fn touch(
-        &self,
-        id: &SessionId,
-        stamp: Stamp,
-    ) -> Result<Option<Written>, sqlx::Error> {
-        let row: Option<(i64, i64)> = sqlx::query_as(q(&self.sql.touch))
-            .bind(id_bytes(id))
-            .bind(stamp.now)
-            .bind(stamp.idle_ms)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|(version, expires_at)| Written {
-            version,
-            expires_at,
-        }))
-    }
-
-    pub(crate) async fn cycle(
-        &self,
-        old: &SessionId,
-        new: &SessionId,
-        delta: &Delta,
-        stamp: Stamp,
-        calls: Calls<'_>,
-    ) -> Result<Option<Written>, CycleError> {
-        calls.one();
-        let mut tx = self.pool.begin().await?;
-        calls.one();
-        let copied: Option<(i64, i64)> = sqlx::query_as(q(&self.sql.cycle_copy))
-            .bind(id_bytes(new))
-            .bind(id_bytes(old))
-            .bind(codec::removed_keys(delta))
-            .bind(codec::set_object_pg(delta))
-            .bind(stamp.now)
-            .bind(stamp.idle_ms)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some((version, expires_at)) = copied else {
-            // Dropping the transaction rolls it back.
-            return Ok(None);
-        };
-        calls.one();
-        sqlx::query(q(&self.sql.delete))
-            .bind(id_bytes(old))
-            .execute(&mut *tx)
-            .await?;
-        calls.one();
-        tx.commit().await.map_err(|error| CycleError {
-            at_commit: true,
-            error,
-        })?;
-        Ok(Some(Written {
-            version,
-            expires_at,
-        }))
-    }
-
-    pub(crate) async fn delete(&self, id: &SessionId) -> Result<u64, sqlx::Error> {
-        Ok(sqlx::query(q(&self.sql.delete))
-            .bind(id_bytes(id))
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
-    }
-
-    pub(crate) async fn delete_version(
-        &self,
-        id: &SessionId,
-        version: i64,
-    ) -> Result<u64, sqlx::Error> {
-        Ok(sqlx::query(q(&self.sql.delete_version))
-            .bind(id_bytes(id))
-            .bind(version)
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
-    }
-
-    pub(crate) async fn cleanup_batch(&self, now: i64, limit: i64) -> Result<u64, sqlx::Error> {
-        Ok(sqlx::query(q(&self.sql.cleanup))
-            .bind(now)
-            .bind(limit)
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
-    }
-
-    pub(crate) async fn check_table(&self) -> Result<(), sqlx::Error> {
-        sqlx::query(q(&self.sql.check)).execute(&self.pool).await?;
-        Ok(())
     }
 }

@@ -4,29 +4,17 @@
 use std::str::FromStr;
 use std::sync::Arc;
 
-use session_core::{Delta, SessionData, SessionError, SessionId};
-use sqlx::AssertSqlSafe;
+use session_core::{Delta, SessionData, SessionError};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteQueryResult,
+    SqliteSynchronous,
 };
+use sqlx::{Sqlite, Transaction};
 
 use crate::codec;
 use crate::config::{ConfigError, Driver, SqlConfig};
 use crate::schema::{self, Names};
-use crate::store::{Calls, CycleError, Row, Stamp, Written, id_bytes};
-
-/// SQL texts, built once from the validated table name.
-struct Sql {
-    load: Arc<str>,
-    insert: Arc<str>,
-    update: Arc<str>,
-    touch: Arc<str>,
-    cycle_copy: Arc<str>,
-    delete: Arc<str>,
-    delete_version: Arc<str>,
-    cleanup: Arc<str>,
-    check: Arc<str>,
-}
+use crate::statements::{Dialect, Sql, Statements};
 
 /// The delta as an expression over the row's `data`: keep the entries whose key the delta does
 /// not touch (`?keys` is a JSON array of every set or removed key), add the set entries
@@ -40,8 +28,13 @@ fn rebuilt(t: &str, keys: &str, set: &str) -> String {
     )
 }
 
-impl Sql {
-    fn new(t: &str) -> Sql {
+/// SQLite's differences: the `json_each` rebuild in the SQL, `data` read as bytes, every
+/// touched key bound as one JSON array, values in the wrapped form of [`codec`].
+impl Dialect for Sqlite {
+    type Data = Vec<u8>;
+    type Keys = String;
+
+    fn sql(t: &str) -> Sql {
         let s = |x: String| Arc::<str>::from(x);
         Sql {
             load: s(format!(
@@ -85,10 +78,33 @@ impl Sql {
             check: s(format!("SELECT 1 FROM {t} LIMIT 0")),
         }
     }
-}
 
-fn q(sql: &Arc<str>) -> AssertSqlSafe<Arc<str>> {
-    AssertSqlSafe(sql.clone())
+    fn data_text(data: Vec<u8>) -> String {
+        // Bytes that are not UTF-8 become "", which fails to decode: a corrupt row.
+        String::from_utf8(data).unwrap_or_default()
+    }
+
+    fn data_bind(data: &SessionData) -> String {
+        codec::encode_sqlite(data.iter())
+    }
+
+    fn delta_keys(delta: &Delta) -> String {
+        codec::touched_keys_json(delta)
+    }
+
+    fn delta_set(delta: &Delta) -> String {
+        codec::encode_sqlite(delta.set.iter().map(|(k, v)| (&**k, &**v)))
+    }
+
+    /// IMMEDIATE: take the write lock now, so the copy and the delete see one state and a
+    /// concurrent writer waits (busy timeout) instead of failing on a lock upgrade.
+    async fn begin(pool: &SqlitePool) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+        pool.begin_with("BEGIN IMMEDIATE").await
+    }
+
+    fn rows_affected(result: &SqliteQueryResult) -> u64 {
+        result.rows_affected()
+    }
 }
 
 /// True for URLs that open a private in-memory database.
@@ -97,19 +113,9 @@ fn is_memory(url: &str) -> bool {
 }
 
 /// The SQLite store: a pool and the statements.
-pub(crate) struct SqliteStore {
-    pub(crate) pool: SqlitePool,
-    sql: Sql,
-}
+pub(crate) type SqliteStore = Statements<Sqlite>;
 
 impl SqliteStore {
-    pub(crate) fn from_pool(pool: SqlitePool, names: &Names) -> SqliteStore {
-        SqliteStore {
-            pool,
-            sql: Sql::new(&names.table),
-        }
-    }
-
     /// Builds the pool (lazily). File databases use WAL (readers never wait for the writer) with
     /// `synchronous = NORMAL`; writers wait for the lock up to `statement_timeout`. An in-memory
     /// database lives only as long as a connection, so it gets exactly one that is never reaped.
@@ -163,159 +169,5 @@ impl SqliteStore {
                 Err(e) => return Err(crate::errors::migrate_error(names, e)),
             }
         }
-    }
-
-    pub(crate) async fn load(&self, id: &SessionId, now: i64) -> Result<Option<Row>, sqlx::Error> {
-        let row: Option<(Vec<u8>, i64, i64, i64, i64, i64)> = sqlx::query_as(q(&self.sql.load))
-            .bind(id_bytes(id))
-            .bind(now)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(
-            |(data, version, created_at, last_access, expires_at, absolute_deadline)| Row {
-                // Bytes that are not UTF-8 become "", which fails to decode: a corrupt row.
-                data: String::from_utf8(data).unwrap_or_default(),
-                version,
-                created_at,
-                last_access,
-                expires_at,
-                absolute_deadline,
-            },
-        ))
-    }
-
-    pub(crate) async fn insert(
-        &self,
-        id: &SessionId,
-        data: &SessionData,
-        now: i64,
-        (idle, absolute): (i64, i64),
-    ) -> Result<bool, sqlx::Error> {
-        let r = sqlx::query(q(&self.sql.insert))
-            .bind(id_bytes(id))
-            .bind(codec::encode_sqlite(data.iter()))
-            .bind(now)
-            .bind(idle)
-            .bind(absolute)
-            .execute(&self.pool)
-            .await?;
-        Ok(r.rows_affected() == 1)
-    }
-
-    pub(crate) async fn update(
-        &self,
-        id: &SessionId,
-        delta: &Delta,
-        stamp: Stamp,
-    ) -> Result<Option<Written>, sqlx::Error> {
-        let row: Option<(i64, i64)> = sqlx::query_as(q(&self.sql.update))
-            .bind(id_bytes(id))
-            .bind(codec::touched_keys_json(delta))
-            .bind(codec::encode_sqlite(
-                delta.set.iter().map(|(k, v)| (&**k, &**v)),
-            ))
-            .bind(stamp.now)
-            .bind(stamp.idle_ms)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|(version, expires_at)| Written {
-            version,
-            expires_at,
-        }))
-    }
-
-    pub(crate) async fn touch(
-        &self,
-        id: &SessionId,
-        stamp: Stamp,
-    ) -> Result<Option<Written>, sqlx::Error> {
-        let row: Option<(i64, i64)> = sqlx::query_as(q(&self.sql.touch))
-            .bind(id_bytes(id))
-            .bind(stamp.now)
-            .bind(stamp.idle_ms)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|(version, expires_at)| Written {
-            version,
-            expires_at,
-        }))
-    }
-
-    pub(crate) async fn cycle(
-        &self,
-        old: &SessionId,
-        new: &SessionId,
-        delta: &Delta,
-        stamp: Stamp,
-        calls: Calls<'_>,
-    ) -> Result<Option<Written>, CycleError> {
-        // IMMEDIATE: take the write lock now, so the copy and the delete see one state and a
-        // concurrent writer waits (busy timeout) instead of failing on a lock upgrade.
-        calls.one();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        calls.one();
-        let copied: Option<(i64, i64)> = sqlx::query_as(q(&self.sql.cycle_copy))
-            .bind(id_bytes(new))
-            .bind(id_bytes(old))
-            .bind(codec::touched_keys_json(delta))
-            .bind(codec::encode_sqlite(
-                delta.set.iter().map(|(k, v)| (&**k, &**v)),
-            ))
-            .bind(stamp.now)
-            .bind(stamp.idle_ms)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some((version, expires_at)) = copied else {
-            return Ok(None);
-        };
-        calls.one();
-        sqlx::query(q(&self.sql.delete))
-            .bind(id_bytes(old))
-            .execute(&mut *tx)
-            .await?;
-        calls.one();
-        tx.commit().await.map_err(|error| CycleError {
-            at_commit: true,
-            error,
-        })?;
-        Ok(Some(Written {
-            version,
-            expires_at,
-        }))
-    }
-
-    pub(crate) async fn delete(&self, id: &SessionId) -> Result<u64, sqlx::Error> {
-        Ok(sqlx::query(q(&self.sql.delete))
-            .bind(id_bytes(id))
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
-    }
-
-    pub(crate) async fn delete_version(
-        &self,
-        id: &SessionId,
-        version: i64,
-    ) -> Result<u64, sqlx::Error> {
-        Ok(sqlx::query(q(&self.sql.delete_version))
-            .bind(id_bytes(id))
-            .bind(version)
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
-    }
-
-    pub(crate) async fn cleanup_batch(&self, now: i64, limit: i64) -> Result<u64, sqlx::Error> {
-        Ok(sqlx::query(q(&self.sql.cleanup))
-            .bind(now)
-            .bind(limit)
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
-    }
-
-    pub(crate) async fn check_table(&self) -> Result<(), sqlx::Error> {
-        sqlx::query(q(&self.sql.check)).execute(&self.pool).await?;
-        Ok(())
     }
 }
