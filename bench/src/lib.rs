@@ -16,6 +16,10 @@
 //!   timeout; RSS and errors sampled into CSV and an SVG chart.
 //! * [`operations`] (`bench operations`): restart-to-ready, drain, anti-entropy bytes, join
 //!   and membership times on in-process instant-copy nodes with the production timings.
+//! * [`table1`] (`bench table1`): the paper's Table 1 measured — every scheme as a real
+//!   multi-node cluster of demo-app processes under the same non-sticky workload, with N and D
+//!   per read and per write, bytes on every link, latency and throughput, plus the all-vs-k=1
+//!   scaling runs; results, charts ([`charts`]) and the README's generated block.
 //! * [`callgrind`] (`bench instructions`): CPU instructions per request of a route, counted
 //!   by valgrind — the stable number hot-path work is judged by on a noisy machine.
 //!
@@ -61,6 +65,7 @@
 //! ```
 
 pub mod callgrind;
+pub mod charts;
 pub mod client;
 pub mod compare;
 pub mod error;
@@ -71,5 +76,6 @@ pub mod peers;
 pub mod replication;
 pub mod results;
 pub mod soak;
+pub mod table1;
 pub mod targets;
 pub mod wrk;

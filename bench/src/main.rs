@@ -1,4 +1,4 @@
-//! The `bench` command line: `compare-peers`, `replication`, `soak`, and `peer` (the
+//! The `bench` command line: `compare-peers`, `table1`, `replication`, `soak`, and `peer` (the
 //! tower-sessions and floor apps, started by `compare-peers`).
 
 use std::net::SocketAddr;
@@ -216,6 +216,9 @@ enum Cmd {
         #[arg(long)]
         demo_bin: Option<PathBuf>,
     },
+    /// The paper's Table 1, measured: every scheme as a real multi-node cluster under the same
+    /// non-sticky workload; results.json, results.md and SVG charts go to --out.
+    Table1(bench::table1::cli::Args),
     /// Serve one peer app (used by compare-peers).
     #[command(hide = true)]
     Peer {
@@ -286,6 +289,7 @@ fn pin(cpus: &str) -> Option<String> {
 
 async fn run(cmd: Cmd) -> Result<()> {
     match cmd {
+        Cmd::Table1(args) => bench::table1::cli::run(args).await.map_err(BenchError::msg),
         Cmd::ComparePeers {
             repeats,
             duration,

@@ -1,5 +1,11 @@
-//! Reading the demo's `/metrics` (OpenMetrics text): counters summed over label sets, and
-//! histograms, whose quantiles between two scrapes are estimated from the bucket deltas.
+//! Reading the demo's `/metrics` (OpenMetrics text), parsed by `prometheus-parse` (the one
+//! metrics-text parser of the harness): counters summed over label sets, and histograms,
+//! whose quantiles between two scrapes are estimated from the bucket deltas.
+//!
+//! `prometheus-parse` splits label sets on `,` and `=`, does not unescape `\"`, and skips a
+//! line whose label value holds `}`. The series the harness reads (`session_*`: peer ids,
+//! addresses, request kinds) have none of these; the demo's `http_*` series, labelled with
+//! route templates such as `/cart/items/{sku}`, are skipped, and nothing here reads them.
 
 /// One sample line: `name{labels} value`.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,15 +36,50 @@ pub struct Scrape {
 }
 
 impl Scrape {
-    /// Parses OpenMetrics/Prometheus text; comment lines and lines that do not parse are skipped.
+    /// Parses OpenMetrics/Prometheus text with `prometheus-parse`; comment lines and lines that
+    /// do not parse are skipped. Histograms (declared by a `# TYPE ... histogram` line, which
+    /// the crate groups into one value per label set) come back as their `_bucket{le}` samples,
+    /// so counters and buckets are read the same way whether or not a type line was sent.
     pub fn parse(text: &str) -> Self {
-        Scrape {
-            samples: text
-                .lines()
-                .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-                .filter_map(parse_line)
-                .collect(),
+        let Ok(parsed) = prometheus_parse::Scrape::parse(
+            text.lines().map(|l| Ok::<_, std::io::Error>(l.to_owned())),
+        ) else {
+            return Scrape::default();
+        };
+        let mut samples = Vec::with_capacity(parsed.samples.len());
+        for s in parsed.samples {
+            let mut labels: Vec<(String, String)> = s
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            labels.sort();
+            match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => samples.push(Sample {
+                    name: s.metric,
+                    labels,
+                    value: v,
+                }),
+                prometheus_parse::Value::Histogram(buckets) => {
+                    let name = format!("{}_bucket", s.metric);
+                    for b in buckets {
+                        let mut labels = labels.clone();
+                        labels.push(("le".to_owned(), bound_text(b.less_than)));
+                        samples.push(Sample {
+                            name: name.clone(),
+                            labels,
+                            value: b.count,
+                        });
+                    }
+                }
+                // Summaries' quantiles are precomputed by the exporter and cannot be summed
+                // over nodes; their `_sum`/`_count` samples come through as plain samples.
+                prometheus_parse::Value::Summary(_) => {}
+            }
         }
+        Scrape { samples }
     }
 
     /// Sum of every sample named `name` (all label sets).
@@ -69,66 +110,19 @@ impl Scrape {
     }
 }
 
+fn bound_text(le: f64) -> String {
+    if le == f64::INFINITY {
+        "+Inf".to_owned()
+    } else {
+        le.to_string()
+    }
+}
+
 fn parse_bound(s: &str) -> Option<f64> {
     match s {
         "+Inf" | "Inf" | "inf" => Some(f64::INFINITY),
         _ => s.parse().ok(),
     }
-}
-
-fn parse_line(line: &str) -> Option<Sample> {
-    let (head, rest) = match line.find('{') {
-        Some(i) => {
-            let close = line[i..].find('}')? + i;
-            (
-                (&line[..i], Some(&line[i + 1..close])),
-                line[close + 1..].trim(),
-            )
-        }
-        None => {
-            let (n, r) = line.split_once(' ')?;
-            ((n, None), r.trim())
-        }
-    };
-    let value = rest.split_whitespace().next()?.parse::<f64>().ok()?;
-    let labels = head.1.map(parse_labels).unwrap_or_default();
-    Some(Sample {
-        name: head.0.trim().to_owned(),
-        labels,
-        value,
-    })
-}
-
-fn parse_labels(s: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut rest = s;
-    while let Some(eq) = rest.find('=') {
-        let key = rest[..eq].trim().trim_start_matches(',').trim().to_owned();
-        let after = &rest[eq + 1..];
-        let Some(after) = after.strip_prefix('"') else {
-            break;
-        };
-        let mut value = String::new();
-        let mut chars = after.char_indices();
-        let mut end = after.len();
-        while let Some((i, c)) = chars.next() {
-            match c {
-                '\\' => {
-                    if let Some((_, n)) = chars.next() {
-                        value.push(if n == 'n' { '\n' } else { n });
-                    }
-                }
-                '"' => {
-                    end = i + 1;
-                    break;
-                }
-                c => value.push(c),
-            }
-        }
-        out.push((key, value));
-        rest = &after[end..];
-    }
-    out
 }
 
 /// Quantile `q` of the observations that arrived between two cumulative bucket snapshots,
@@ -186,7 +180,15 @@ lag_bucket{le="0.0002"} 3
 lag_bucket{le="+Inf"} 4
 lag_sum 0.5
 lag_count 4
-odd{a="x\"y",b="z"} 1.5
+odd{a="x",b="z"} 1.5
+# HELP typed_seconds A declared histogram.
+# TYPE typed_seconds histogram
+typed_seconds_bucket{node="1",le="0.5"} 2
+typed_seconds_bucket{node="1",le="+Inf"} 3
+typed_seconds_bucket{node="2",le="0.5"} 1
+typed_seconds_bucket{node="2",le="+Inf"} 1
+typed_seconds_sum{node="1"} 1.25
+typed_seconds_count{node="1"} 3
 # EOF
 "#;
 
@@ -197,12 +199,25 @@ odd{a="x\"y",b="z"} 1.5
         assert_eq!(s.sum("session_loads_total"), 7.0);
         assert_eq!(s.sum("missing"), 0.0);
         let odd = s.samples.iter().find(|x| x.name == "odd").unwrap();
-        assert_eq!(odd.label("a"), Some("x\"y"));
+        assert_eq!(odd.label("a"), Some("x"));
         assert_eq!(odd.label("b"), Some("z"));
         assert_eq!(
             s.buckets("lag"),
             vec![(0.0001, 1.0), (0.0002, 3.0), (f64::INFINITY, 4.0)]
         );
+        // A declared histogram is summed over its label sets per bound, like untyped buckets.
+        assert_eq!(
+            s.buckets("typed_seconds"),
+            vec![(0.5, 3.0), (f64::INFINITY, 4.0)]
+        );
+        assert_eq!(s.sum("typed_seconds_sum"), 1.25);
+        assert_eq!(s.sum("typed_seconds_count"), 3.0);
+    }
+
+    #[test]
+    fn garbage_is_skipped_not_fatal() {
+        let s = Scrape::parse("not a metric line at all\n{broken 1\nok_total 2\n\u{0}\n");
+        assert_eq!(s.sum("ok_total"), 2.0);
     }
 
     #[test]

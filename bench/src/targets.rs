@@ -117,13 +117,7 @@ impl Binaries {
             .ok_or_else(|| BenchError::msg("this executable has no directory"))?
             .to_path_buf();
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let demo = find(
-            explicit.or_else(|| std::env::var_os("DEMO_APP_BIN").map(PathBuf::from)),
-            &dir,
-            "demo-app",
-            &root.join("../Cargo.toml"),
-            &["-p", "demo-app"],
-        )?;
+        let demo = locate_demo(explicit)?;
         let ts_postgres = find(
             std::env::var_os("TS_POSTGRES_PEER_BIN").map(PathBuf::from),
             &dir,
@@ -137,6 +131,22 @@ impl Binaries {
             ts_postgres,
         })
     }
+}
+
+/// The demo-app binary: `explicit`, else `DEMO_APP_BIN`, else `demo-app` next to this
+/// executable (built there when missing and this is a release build).
+pub fn locate_demo(explicit: Option<PathBuf>) -> Result<PathBuf> {
+    let bench = std::env::current_exe().context("cannot find this executable")?;
+    let dir = bench
+        .parent()
+        .ok_or_else(|| BenchError::msg("this executable has no directory"))?;
+    find(
+        explicit.or_else(|| std::env::var_os("DEMO_APP_BIN").map(PathBuf::from)),
+        dir,
+        "demo-app",
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml"),
+        &["-p", "demo-app"],
+    )
 }
 
 /// `explicit`, else `name` in `dir` (built from `manifest` when missing).

@@ -5,9 +5,8 @@
 //!
 //! * `demo-app serve [--config FILE]`: one node (the embedded default is a development
 //!   instant-copy node that needs no external service);
-//! * `demo-app cluster --nodes N --backend ...`: N node processes on free loopback ports;
-//! * `demo-app compare`: every scheme as a real multi-node cluster under the same non-sticky
-//!   workload, printed as the paper's Table 1 with measured numbers.
+//! * `demo-app cluster --nodes N --backend ...`: N node processes on free loopback ports
+//!   (the measured comparison, `bench table1`, runs every scheme as such a cluster).
 //!
 //! The HTTP contract (every backend, every node): `POST /login {"user"}` (cycles the session
 //! id), `GET /profile` (read-only), `GET /cart`, `POST /cart/items {"sku","qty"}`,
@@ -23,9 +22,7 @@
 
 pub mod app;
 pub mod backends;
-pub mod charts;
 pub mod cluster;
-pub mod compare;
 pub mod config;
 pub mod drain;
 pub mod metrics;

@@ -1,4 +1,5 @@
-//! The `demo-app` command line: `serve`, `check-config`, `cluster` and `compare`.
+//! The `demo-app` command line: `serve`, `check-config`, `cluster` (and `compare`, which
+//! forwards to `bench table1`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,7 +8,6 @@ use std::time::Duration;
 use backend_instantcopy::{Ack, Replication};
 use clap::{Parser, Subcommand};
 use demo_app::cluster::{ClusterSpec, LocalCluster};
-use demo_app::compare::{CompareOptions, Scheme};
 use demo_app::config::{BackendKind, DemoConfig};
 
 /// Session-sync demo: any session backend from config, a local cluster, and the paper's
@@ -72,53 +72,13 @@ enum Cmd {
         #[arg(long, default_value = "info")]
         log: String,
     },
-    /// Run every scheme as a real cluster under the same non-sticky workload and print the
-    /// paper's Table 1 with measured numbers; results.json, results.md and SVG charts go to
-    /// --out.
+    /// Moved: the measured comparison is `bench table1` (this forwards to the `bench`
+    /// binary built next to this one, with the same arguments).
+    #[command(hide = true)]
     Compare {
-        /// Nodes per cluster [default: 3, --quick: 2].
-        #[arg(long)]
-        nodes: Option<usize>,
-        /// Concurrent virtual users [default: 50, --quick: 4].
-        #[arg(long)]
-        users: Option<usize>,
-        /// Workload requests per scheme [default: 100000, --quick: 120].
-        #[arg(long)]
-        requests: Option<usize>,
-        /// Directory for results.json, results.md and the charts.
-        #[arg(long, default_value = "compare-results")]
-        out: PathBuf,
-        /// Also copy results.md into this Markdown file (the README), between its
-        /// `<!-- compare:begin ... -->` and `<!-- compare:end -->` lines.
-        #[arg(long)]
-        readme: Option<PathBuf>,
-        /// Small numbers, for a smoke run in seconds.
-        #[arg(long)]
-        quick: bool,
-        /// Schemes to run, comma-separated [default: all of instantcopy-all, instantcopy-k1,
-        /// cookie, sql, redis].
-        #[arg(long, value_delimiter = ',')]
-        schemes: Option<Vec<Scheme>>,
-        /// Cluster sizes of the all-vs-k=1 scaling runs, comma-separated [default: 2,4,8,
-        /// --quick: 2,4]; 0 skips them.
-        #[arg(long, value_delimiter = ',')]
-        scaling_nodes: Option<Vec<usize>>,
-        /// Requests per scaling run [default: 20000, --quick: 60].
-        #[arg(long)]
-        scaling_requests: Option<usize>,
-        /// Virtual users per scaling run [default: 20, --quick: 4].
-        #[arg(long)]
-        scaling_users: Option<usize>,
-        /// PostgreSQL for the SQL scheme [default: DATABASE_URL, else
-        /// postgres://postgres@127.0.0.1:5432/postgres].
-        #[arg(long)]
-        database_url: Option<String>,
-        /// Redis for the Redis scheme [default: REDIS_URL, else redis://127.0.0.1:6379].
-        #[arg(long)]
-        redis_url: Option<String>,
-        /// Seed of the workload's random choices.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
+        /// The arguments of `bench table1`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
     },
 }
 
@@ -166,40 +126,7 @@ async fn main() -> ExitCode {
             spec.show_logs = true;
             cluster(spec).await
         }
-        Cmd::Compare {
-            nodes,
-            users,
-            requests,
-            out,
-            readme,
-            quick,
-            schemes,
-            scaling_nodes,
-            scaling_requests,
-            scaling_users,
-            database_url,
-            redis_url,
-            seed,
-        } => {
-            let mut opts = if quick {
-                CompareOptions::quick()
-            } else {
-                CompareOptions::full()
-            };
-            opts.nodes = nodes.unwrap_or(opts.nodes);
-            opts.users = users.unwrap_or(opts.users);
-            opts.requests = requests.unwrap_or(opts.requests);
-            opts.schemes = schemes.unwrap_or(opts.schemes);
-            if let Some(sizes) = scaling_nodes {
-                opts.scaling_nodes = sizes.into_iter().filter(|n| *n != 0).collect();
-            }
-            opts.scaling_requests = scaling_requests.unwrap_or(opts.scaling_requests);
-            opts.scaling_users = scaling_users.unwrap_or(opts.scaling_users);
-            opts.database_url = database_url.unwrap_or(opts.database_url);
-            opts.redis_url = redis_url.unwrap_or(opts.redis_url);
-            opts.seed = seed;
-            compare(opts, out, readme).await
-        }
+        Cmd::Compare { args } => forward_to_bench_table1(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -317,52 +244,23 @@ async fn cluster(spec: ClusterSpec) -> Result<(), String> {
     Ok(())
 }
 
-async fn compare(
-    opts: CompareOptions,
-    out: PathBuf,
-    readme: Option<PathBuf>,
-) -> Result<(), String> {
-    init_tracing("warn");
-    // Check the README before spending minutes measuring.
-    let readme = match readme {
-        Some(path) => {
-            let doc = std::fs::read_to_string(&path)
-                .map_err(|e| format!("reading {}: {e}", path.display()))?;
-            demo_app::compare::splice(&doc, "").map_err(|e| format!("{}: {e}", path.display()))?;
-            Some(path)
-        }
-        None => None,
-    };
+/// `demo-app compare` from before the comparison moved to the bench crate: runs the `bench`
+/// binary next to this one as `bench table1 ARGS` (replacing this process), or says how to
+/// build it.
+fn forward_to_bench_table1(args: Vec<std::ffi::OsString>) -> Result<(), String> {
+    use std::os::unix::process::CommandExt as _;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
-    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let mut report = demo_app::compare::run(&exe, &opts, progress)
-        .await
-        .map_err(|e| e.to_string())?;
-    // The command as a reader would type it (service URLs are not on the line: they come
-    // from the environment or flags, and a flag's password is redacted).
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .map(|a| {
-            if a.contains("://") {
-                demo_app::compare::redact(&a)
-            } else {
-                a
-            }
-        })
-        .collect();
-    report.command = Some(format!("demo-app {}", args.join(" ")));
-    println!("{}", report.markdown());
-    let files = report.write(&out).map_err(|e| e.to_string())?;
-    for f in files {
-        eprintln!("wrote {}", f.display());
+    let bench = exe.with_file_name("bench");
+    if !bench.exists() {
+        return Err(format!(
+            "the comparison moved to the bench crate and {} is not built: run \
+             `cargo run --release -p bench -- table1` (same arguments as `demo-app compare`)",
+            bench.display()
+        ));
     }
-    if let Some(path) = readme {
-        let doc = std::fs::read_to_string(&path)
-            .map_err(|e| format!("reading {}: {e}", path.display()))?;
-        let spliced = demo_app::compare::splice(&doc, &report.markdown())
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        std::fs::write(&path, spliced).map_err(|e| format!("writing {}: {e}", path.display()))?;
-        eprintln!("updated the generated tables in {}", path.display());
-    }
-    Ok(())
+    let err = std::process::Command::new(&bench)
+        .arg("table1")
+        .args(args)
+        .exec();
+    Err(format!("running {}: {err}", bench.display()))
 }

@@ -10,7 +10,7 @@ TEST_TOOLS=(
   "redis-server redis-server the Redis Cluster and TLS tests start their own redis-server"
   "redis-cli redis-tools the Redis Cluster tests join their nodes with redis-cli --cluster create"
   "ip iproute2 the partition tests cut links between network namespaces (ip netns, veth, routes)"
-  "ss iproute2 demo-app compare (and its tests) reads each connection's TCP byte counters with ss"
+  "ss iproute2 bench table1 (and its tests) reads each connection's TCP byte counters with ss"
   "nginx nginx-light the rolling-restart tests run behind a real nginx (deploy/nginx.conf's settings)"
   "runuser util-linux the PostgreSQL TLS test runs initdb and pg_ctl as the postgres user"
   "chown coreutils the PostgreSQL TLS test hands its data directory to the postgres user"

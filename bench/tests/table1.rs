@@ -1,17 +1,36 @@
-//! `compare` end to end in quick mode: every scheme as a real 2-node cluster of real processes
+//! `bench table1` end to end in quick mode: every scheme as a real 2-node cluster of real processes
 //! on the real PostgreSQL and Redis, the scaling runs at 2 and 4 nodes, the table, the JSON and
 //! the charts; plus the skip path when a service is unreachable.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed test
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use demo_app::compare::{self, CompareOptions, Scheme};
+use bench::table1::{self as compare, Scheme, Table1Options};
 use serde_json::Value;
 use session_core::testing::{database_url, redis_url};
 
+/// The demo-app binary the clusters run: next to this test's profile directory
+/// (`target/<profile>/demo-app`), built there first when a `cargo test -p bench` did not.
 fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_demo-app"))
+    static DEMO: OnceLock<PathBuf> = OnceLock::new();
+    DEMO.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        let profile_dir = exe.parent().and_then(Path::parent).unwrap();
+        let demo = profile_dir.join("demo-app");
+        if !demo.exists() {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut build = std::process::Command::new(cargo);
+            build.args(["build", "-p", "demo-app", "--bin", "demo-app"]);
+            if profile_dir.file_name().is_some_and(|n| n == "release") {
+                build.arg("--release");
+            }
+            let status = build.status().unwrap();
+            assert!(status.success(), "building demo-app failed: {status}");
+        }
+        demo
+    })
 }
 
 async fn schema_exists(name: &str) -> bool {
@@ -27,7 +46,7 @@ async fn schema_exists(name: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quick_compare_end_to_end() {
-    let mut opts = CompareOptions::quick();
+    let mut opts = Table1Options::quick();
     opts.database_url = database_url();
     opts.redis_url = redis_url();
     let report = compare::run(binary(), &opts, false).await.unwrap();
@@ -244,7 +263,7 @@ async fn quick_compare_end_to_end() {
 /// read and two per write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_count_what_the_protocol_implies() {
-    let mut opts = CompareOptions::quick();
+    let mut opts = Table1Options::quick();
     opts.nodes = 3;
     opts.users = 3;
     opts.requests = 150;
@@ -278,7 +297,7 @@ async fn unreachable_services_are_skipped_with_the_reason_not_faked() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let mut opts = CompareOptions::quick();
+    let mut opts = Table1Options::quick();
     opts.schemes = vec![Scheme::Sql, Scheme::Redis];
     opts.scaling_nodes.clear();
     opts.database_url = format!("postgres://postgres:hunter2@127.0.0.1:{port}/postgres");
@@ -320,9 +339,10 @@ async fn ctrl_c_stops_the_run_and_removes_its_schema() {
     use sqlx::Connection;
 
     let out_dir = tempfile::tempdir().unwrap();
-    let child = tokio::process::Command::new(binary())
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_bench"))
+        .args(["table1", "--demo-bin"])
+        .arg(binary())
         .args([
-            "compare",
             "--quick",
             "--schemes",
             "sql",
@@ -369,7 +389,7 @@ async fn ctrl_c_stops_the_run_and_removes_its_schema() {
 }
 
 /// The README's Table 1 and scaling table are the generated `docs/compare/results.md`, copied
-/// by `demo-app compare --readme README.md`, not hand-edited numbers.
+/// by `bench table1 --readme README.md`, not hand-edited numbers.
 #[test]
 fn readme_tables_are_the_generated_results() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -380,7 +400,7 @@ fn readme_tables_are_the_generated_results() {
         block,
         results.trim(),
         "README.md's generated block differs from docs/compare/results.md: \
-         re-run `demo-app compare --out docs/compare --readme README.md`"
+         re-run `bench table1 --out docs/compare --readme README.md`"
     );
     // The committed run is a full one, with every scheme measured and the command recorded.
     let json: Value = serde_json::from_str(
@@ -392,7 +412,7 @@ fn readme_tables_are_the_generated_results() {
         json["command"]
             .as_str()
             .unwrap()
-            .starts_with("demo-app compare")
+            .starts_with("bench table1")
     );
     for s in json["schemes"].as_array().unwrap() {
         assert!(
