@@ -13,6 +13,8 @@
 //!   different keys both survive.
 //! * [`ExpiryPolicy`]: sliding idle timeout, absolute timeout, throttled touches so reads do
 //!   not become writes.
+//! * [`clock`]: what time it is for session deadlines ([`now_millis`]); tests can run a task on
+//!   a [`clock::TestClock`] that follows tokio's (pausable) time.
 //! * [`Session`] and [`SessionLayer`]: the per-request handle (lazy load, write back only what
 //!   changed) and the axum/tower layer around it.
 //! * [`serve`](mod@serve): serving a `Router` with a header-read timeout, a request timeout, an
@@ -63,6 +65,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backend;
+pub mod clock;
 pub mod cost;
 mod error;
 mod expiry;

@@ -150,12 +150,10 @@ impl fmt::Debug for Saved {
     }
 }
 
-/// Milliseconds since the Unix epoch, by the system clock.
+/// Milliseconds since the Unix epoch by the session clock: the system clock, unless a test runs
+/// the task under a [`TestClock`](crate::clock::TestClock) (see [`clock`](crate::clock)).
 pub fn now_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    crate::clock::now_millis()
 }
 
 #[cfg(test)]
