@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use session_core::testing::{BackendFactory, Capabilities, Harness};
+use session_core::testing::{BackendFactory, Capabilities, Harness, RebuildFn, TimeControl};
 use session_core::{ExpiryPolicy, KeyRing, SessionBackend};
 
 use crate::{CookieBackend, CookieConfig};
@@ -23,18 +23,21 @@ pub const SUITE_MAX_VALUE_BYTES: usize = 2048;
 
 /// Builds cookie backends for the conformance suite.
 ///
-/// Every build gets a fresh random key ring unless one is given, so instances are isolated
-/// (a cookie from one instance does not open on another). A harness has two nodes sharing the
-/// ring, as two servers behind a load balancer would, so the suite's cross-node reads are real.
+/// Every build uses the key ring the suite gives it, so instances are isolated (a cookie from
+/// one instance does not open on another). A harness has two nodes sharing the ring, as two
+/// servers behind a load balancer would, so the suite's cross-node reads are real; its rebuild
+/// hook gives two nodes with another ring (the sessions travel in the cookies, so they share
+/// them by construction).
 ///
 /// The suite runs with [`Capabilities::client_side`]: the three checks that need the server to
 /// kill or merge a copy held by the client (`concurrent_disjoint_writes_survive`,
 /// `concurrent_same_key_converges`, `save_after_destroy_is_gone`) are skipped with that reason,
-/// and `destroy`/`cycle_id` do not require the old cookie to stop loading.
+/// and `destroy`/`cycle_id` do not require the old cookie to stop loading. Sealing and opening
+/// run in the calling task and take "now" from the session clock, so the expiry checks run
+/// with tokio time paused ([`TimeControl::Paused`]).
 #[derive(Debug, Clone)]
 pub struct CookieFactory {
     config: CookieConfig,
-    keys: Option<KeyRing>,
 }
 
 impl Default for CookieFactory {
@@ -44,16 +47,25 @@ impl Default for CookieFactory {
 }
 
 impl CookieFactory {
-    /// A factory building backends with `config` and a fresh random key ring per build.
+    /// A factory building backends with `config`.
     pub fn new(config: CookieConfig) -> Self {
-        CookieFactory { config, keys: None }
+        CookieFactory { config }
     }
+}
 
-    /// Uses `keys` for every build instead of a fresh ring.
-    pub fn with_keys(mut self, keys: KeyRing) -> Self {
-        self.keys = Some(keys);
-        self
-    }
+/// Two cookie nodes with `keys`, and a hook that makes two more with another ring.
+fn harness(config: CookieConfig, policy: ExpiryPolicy, keys: &KeyRing) -> Result<Harness, String> {
+    let node = || -> Result<Arc<dyn SessionBackend>, String> {
+        CookieBackend::new(&config, policy, keys)
+            .map(|b| Arc::new(b) as Arc<dyn SessionBackend>)
+            .map_err(|e| format!("cookie backend config: {e}"))
+    };
+    let nodes = vec![node()?, node()?];
+    let rebuild: RebuildFn = Arc::new(move |keys| {
+        let h = harness(config.clone(), policy, &keys);
+        Box::pin(async move { h })
+    });
+    Ok(Harness::of(nodes).with_rebuild(rebuild))
 }
 
 #[async_trait]
@@ -67,20 +79,10 @@ impl BackendFactory for CookieFactory {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::client_side(SUITE_MAX_VALUE_BYTES)
+        Capabilities::client_side(SUITE_MAX_VALUE_BYTES).with_time(TimeControl::Paused)
     }
 
-    async fn build(&self, policy: ExpiryPolicy) -> Result<Harness, String> {
-        let keys = self.keys.clone().unwrap_or_else(KeyRing::generate);
-        let node = || -> Result<Arc<dyn SessionBackend>, String> {
-            CookieBackend::new(&self.config, policy, &keys)
-                .map(|b| Arc::new(b) as Arc<dyn SessionBackend>)
-                .map_err(|e| format!("cookie backend config: {e}"))
-        };
-        Ok(Harness {
-            outage: None,
-            nodes: vec![node()?, node()?],
-            settle: None,
-        })
+    async fn build(&self, policy: ExpiryPolicy, keys: &KeyRing) -> Result<Harness, String> {
+        harness(self.config.clone(), policy, keys)
     }
 }

@@ -25,7 +25,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use parking_lot::{Mutex, RwLock};
-use session_core::testing::{BackendFactory, Capabilities, Harness, OutageFn, SettleFn};
+use session_core::testing::{
+    BackendFactory, Capabilities, Harness, OutageFn, RebuildFn, SettleFn, TimeControl,
+};
 use session_core::{
     Counters, Delta, ExpiryPolicy, KeyRing, Loaded, Saved, SessionBackend, SessionData,
     SessionError,
@@ -55,6 +57,8 @@ type Slot = Arc<Mutex<Option<Arc<Running>>>>;
 pub struct InProcessCluster {
     configs: RwLock<Vec<Config>>,
     keys: KeyRing,
+    /// Each slot's token key ring (the cluster's ring unless the node was added with another).
+    token_keys: RwLock<Vec<KeyRing>>,
     policy: ExpiryPolicy,
     slots: RwLock<Vec<Slot>>,
 }
@@ -112,10 +116,13 @@ fn bind_free() -> std::io::Result<std::net::TcpListener> {
     Err(last.unwrap_or_else(|| std::io::Error::other("no free port")))
 }
 
+/// Starts one node on a runtime of its own: `tokens` signs and verifies the clients' tokens,
+/// `cluster` seals the peer traffic.
 async fn launch(
     config: Config,
     policy: ExpiryPolicy,
-    keys: KeyRing,
+    tokens: KeyRing,
+    cluster: KeyRing,
     listener: std::net::TcpListener,
 ) -> Result<Arc<Running>, String> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -127,7 +134,7 @@ async fn launch(
     let started = rt
         .spawn(async move {
             let l = tokio::net::TcpListener::from_std(listener).map_err(|e| e.to_string())?;
-            InstantCopyNode::start_with_listener(config, policy, &keys, l)
+            InstantCopyNode::start_with_keys(config, policy, &tokens, &cluster, l)
                 .await
                 .map_err(|e| e.to_string())
         })
@@ -191,6 +198,27 @@ impl InProcessCluster {
         policy: ExpiryPolicy,
         tune: impl Fn(&mut Config),
     ) -> Result<Arc<Self>, String> {
+        Self::start_keyed(
+            members,
+            running,
+            discovery,
+            policy,
+            KeyRing::generate(),
+            tune,
+        )
+        .await
+    }
+
+    /// [`start_custom`](InProcessCluster::start_custom) with a given key ring, for the clients'
+    /// tokens and the peer traffic alike.
+    pub async fn start_keyed(
+        members: usize,
+        running: usize,
+        discovery: Discovery,
+        policy: ExpiryPolicy,
+        keys: KeyRing,
+        tune: impl Fn(&mut Config),
+    ) -> Result<Arc<Self>, String> {
         let listeners: Vec<std::net::TcpListener> = (0..members)
             .map(|_| bind_free())
             .collect::<Result<_, _>>()
@@ -226,7 +254,8 @@ impl InProcessCluster {
             })
             .collect();
         let cluster = Arc::new(InProcessCluster {
-            keys: KeyRing::generate(),
+            token_keys: RwLock::new(vec![keys.clone(); members]),
+            keys,
             policy,
             slots: RwLock::new((0..members).map(|_| Arc::new(Mutex::new(None))).collect()),
             configs: RwLock::new(configs),
@@ -240,7 +269,11 @@ impl InProcessCluster {
             .map(|(i, l)| {
                 let config = cluster.config(i);
                 let keys = cluster.keys.clone();
-                async move { launch(config, policy, keys, l).await.map(|r| (i, r)) }
+                async move {
+                    launch(config, policy, keys.clone(), keys, l)
+                        .await
+                        .map(|r| (i, r))
+                }
             });
         for r in futures::future::join_all(starts).await {
             let (i, r) = r?;
@@ -257,6 +290,12 @@ impl InProcessCluster {
     /// The cluster's key ring (tests use it to forge correctly signed tokens and requests).
     pub fn keys(&self) -> &KeyRing {
         &self.keys
+    }
+
+    /// The ring node `i` signs and verifies the clients' tokens with (the cluster's ring unless
+    /// the node was added by [`add_node_with_token_keys`](Self::add_node_with_token_keys)).
+    pub fn token_keys(&self, i: usize) -> KeyRing {
+        self.token_keys.read()[i].clone()
     }
 
     /// Node `i`'s configuration.
@@ -330,7 +369,14 @@ impl InProcessCluster {
             }
         };
         listener.set_nonblocking(true).map_err(|e| e.to_string())?;
-        let r = launch(self.config(i), self.policy, self.keys.clone(), listener).await?;
+        let r = launch(
+            self.config(i),
+            self.policy,
+            self.token_keys(i),
+            self.keys.clone(),
+            listener,
+        )
+        .await?;
         *self.slot(i).lock() = Some(r);
         Ok(())
     }
@@ -351,7 +397,14 @@ impl InProcessCluster {
             c.members = Vec::new();
             c.seeds = seeds;
         });
-        let r = launch(self.config(i), self.policy, self.keys.clone(), listener).await?;
+        let r = launch(
+            self.config(i),
+            self.policy,
+            self.token_keys(i),
+            self.keys.clone(),
+            listener,
+        )
+        .await?;
         *self.slot(i).lock() = Some(r);
         Ok(())
     }
@@ -359,6 +412,18 @@ impl InProcessCluster {
     /// Adds and starts a new node (the next id) whose only seed is node `seed_of`'s address.
     /// Returns its index.
     pub async fn add_node(&self, seed_of: usize) -> Result<usize, String> {
+        self.add_node_with_token_keys(seed_of, self.keys.clone())
+            .await
+    }
+
+    /// [`add_node`](InProcessCluster::add_node) for a node that signs and verifies the clients'
+    /// tokens with `tokens` (a rolling deploy of a rotated token secret); its peer traffic
+    /// stays on the cluster's ring.
+    pub async fn add_node_with_token_keys(
+        &self,
+        seed_of: usize,
+        tokens: KeyRing,
+    ) -> Result<usize, String> {
         let listener = bind_free().map_err(|e| format!("bind: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let seed = self.config(seed_of).cluster_addr;
@@ -369,8 +434,9 @@ impl InProcessCluster {
         c.members = Vec::new();
         c.seeds = vec![seed.to_string()];
         self.configs.write().push(c.clone());
+        self.token_keys.write().push(tokens.clone());
         self.slots.write().push(Arc::new(Mutex::new(None)));
-        let r = launch(c, self.policy, self.keys.clone(), listener).await?;
+        let r = launch(c, self.policy, tokens, self.keys.clone(), listener).await?;
         *self.slot(i).lock() = Some(r);
         Ok(i)
     }
@@ -521,6 +587,12 @@ pub struct InstantCopyFactory {
     pub ack: Ack,
 }
 
+/// Why the expiry checks of instant copy wait in real time.
+const REAL_TIME: &str = "every node runs on a runtime of its own and serves requests in its own \
+                         tasks, out of reach of the check's session clock, and peers stamp \
+                         their messages and judge expiry by their own clocks; a paused runtime \
+                         would also auto-advance past in-flight loopback I/O";
+
 #[async_trait]
 impl BackendFactory for InstantCopyFactory {
     fn name(&self) -> String {
@@ -533,28 +605,34 @@ impl BackendFactory for InstantCopyFactory {
         )
     }
     fn capabilities(&self) -> Capabilities {
+        let caps = Capabilities::server_side().with_time(TimeControl::Real(REAL_TIME));
         if self.nodes > 1 {
-            Capabilities::server_side()
+            caps
         } else {
-            Capabilities::server_side().in_process()
+            caps.in_process()
         }
     }
-    async fn build(&self, policy: ExpiryPolicy) -> Result<Harness, String> {
-        let cluster =
-            InProcessCluster::start(self.nodes, self.replication, self.ack, policy).await?;
-        let nodes = (0..self.nodes).map(|i| cluster.node(i)).collect();
-        let c = cluster.clone();
-        let settle: SettleFn = Arc::new(move || {
-            let c = c.clone();
-            Box::pin(async move { c.settle().await })
-        });
+    async fn build(&self, policy: ExpiryPolicy, keys: &KeyRing) -> Result<Harness, String> {
+        let cluster = InProcessCluster::start_keyed(
+            self.nodes,
+            self.nodes,
+            Discovery::StaticMembers,
+            policy,
+            keys.clone(),
+            |c| {
+                c.replication = self.replication;
+                c.ack = self.ack;
+            },
+        )
+        .await?;
+        let last = self.nodes - 1;
+        let harness = suite_harness(cluster.clone(), (0..self.nodes).collect());
         // The outage: the last node is cut off from every other (both directions, all alive)
         // and holds no copy of its own, so the newest copy is out of its reach.
-        let c = cluster.clone();
+        let c = cluster;
         let outage: OutageFn = Arc::new(move |down| {
             let c = c.clone();
             Box::pin(async move {
-                let last = c.len() - 1;
                 let Some(cut_off) = c.instance(last) else {
                     return;
                 };
@@ -576,12 +654,37 @@ impl BackendFactory for InstantCopyFactory {
                 }
             })
         });
-        Ok(Harness {
-            nodes,
-            settle: Some(settle),
-            outage: Some(outage),
-        })
+        Ok(harness.with_outage(outage))
     }
+}
+
+/// A harness of the cluster's nodes `indexes`, settling the whole cluster. Its rebuild hook
+/// adds as many nodes again, joined to the same cluster, whose token ring is the new one (a
+/// rolling deploy of a rotated token secret), and waits until they are up and ready.
+fn suite_harness(cluster: Arc<InProcessCluster>, indexes: Vec<usize>) -> Harness {
+    let nodes = indexes.iter().map(|&i| cluster.node(i)).collect();
+    let c = cluster.clone();
+    let settle: SettleFn = Arc::new(move || {
+        let c = c.clone();
+        Box::pin(async move { c.settle().await })
+    });
+    let rebuild: RebuildFn = Arc::new(move |keys| {
+        let (c, seed, n) = (cluster.clone(), indexes[0], indexes.len());
+        Box::pin(async move {
+            let mut added = Vec::with_capacity(n);
+            for _ in 0..n {
+                added.push(c.add_node_with_token_keys(seed, keys.clone()).await?);
+            }
+            let limit = Duration::from_secs(15);
+            if !c.wait_connected(limit).await || !c.wait_ready(limit).await {
+                return Err(format!(
+                    "the {n} nodes added with the new key ring did not join in {limit:?}"
+                ));
+            }
+            Ok(suite_harness(c, added))
+        })
+    });
+    Harness::of(nodes).with_settle(settle).with_rebuild(rebuild)
 }
 
 /// Test helper: one request on `node` that sets `key` to `value` and commits; the token the

@@ -25,7 +25,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use redis::IntoConnectionInfo;
-use session_core::testing::{BackendFactory, Capabilities, Harness, unique_name};
+use session_core::testing::{
+    BackendFactory, Capabilities, Harness, RebuildFn, TimeControl, unique_name,
+};
 use session_core::{ExpiryPolicy, KeyRing, SessionBackend, SessionError};
 
 use crate::{RedisBackend, RedisConfig, Topology, redact_url};
@@ -50,7 +52,12 @@ pub fn cluster_nodes_from_env() -> Option<Vec<String>> {
 /// [`teardown`](BackendFactory::teardown) deletes.
 ///
 /// Each harness has two backends with separate connections on the same store, like two app
-/// nodes behind a load balancer.
+/// nodes behind a load balancer, signing with the key ring the suite gives; its rebuild hook
+/// connects two more to the same prefix with another ring. The expiry checks wait in real
+/// time: deadlines are stamped and compared by the Redis server's clock.
+///
+/// [`backend`](RedisFactory::backend) gives more backends on the same prefix with the
+/// factory's own [`keys`](RedisFactory::keys), for tests outside the suite.
 pub struct RedisFactory {
     config: RedisConfig,
     keys: KeyRing,
@@ -116,7 +123,8 @@ impl RedisFactory {
         &self.config
     }
 
-    /// The key ring every backend of this factory signs with.
+    /// The key ring [`backend`](RedisFactory::backend) signs with (the suite's builds use the
+    /// ring the suite gives them).
     pub fn keys(&self) -> &KeyRing {
         &self.keys
     }
@@ -134,32 +142,23 @@ impl BackendFactory for RedisFactory {
     }
 
     fn capabilities(&self) -> Capabilities {
+        let caps = Capabilities::server_side().with_time(TimeControl::Real(REAL_TIME));
         if self.config.url.is_some() {
-            Capabilities::server_side()
+            caps
         } else {
-            Capabilities::server_side().without_outage(
+            caps.without_outage(
                 "a Redis Cluster client learns every master's address from the cluster itself, \
                  so no proxy can stand in between; the single-server run covers the outage path",
             )
         }
     }
 
-    async fn build(&self, policy: ExpiryPolicy) -> Result<Harness, String> {
-        let connect = |config: RedisConfig| async move {
-            RedisBackend::connect(config, policy, &self.keys)
-                .await
-                .map_err(|e| format!("connecting: {e} ({:?})", std::error::Error::source(&e)))
+    async fn build(&self, policy: ExpiryPolicy, keys: &KeyRing) -> Result<Harness, String> {
+        let Some(url) = &self.config.url else {
+            return direct_harness(self.config.clone(), policy, keys.clone()).await;
         };
         let mut nodes: Vec<Arc<dyn SessionBackend>> =
-            vec![Arc::new(connect(self.config.clone()).await?)];
-        let Some(url) = &self.config.url else {
-            nodes.push(Arc::new(connect(self.config.clone()).await?));
-            return Ok(Harness {
-                nodes,
-                settle: None,
-                outage: None,
-            });
-        };
+            vec![Arc::new(connect(self.config.clone(), policy, keys).await?)];
         // The second node reaches Redis through a proxy the outage check can take down.
         let target = session_core::testing::url_addr(url, 6379)
             .ok_or_else(|| "cannot resolve the Redis address from its URL".to_string())?;
@@ -176,22 +175,19 @@ impl BackendFactory for RedisFactory {
         ));
         proxied.response_timeout = std::time::Duration::from_millis(500);
         proxied.connection_timeout = std::time::Duration::from_millis(500);
-        nodes.push(Arc::new(connect(proxied).await?));
-        Ok(Harness {
-            nodes,
-            settle: None,
-            outage: None,
-        }
-        .with_outage(Arc::new(move |down| {
-            let proxy = proxy.clone();
-            Box::pin(async move {
-                if down {
-                    proxy.down().await;
-                } else if let Err(e) = proxy.up().await {
-                    eprintln!("the outage proxy did not come back: {e}");
-                }
-            })
-        })))
+        nodes.push(Arc::new(connect(proxied, policy, keys).await?));
+        Ok(Harness::of(nodes)
+            .with_rebuild(rebuild_hook(self.config.clone(), policy))
+            .with_outage(Arc::new(move |down| {
+                let proxy = proxy.clone();
+                Box::pin(async move {
+                    if down {
+                        proxy.down().await;
+                    } else if let Err(e) = proxy.up().await {
+                        eprintln!("the outage proxy did not come back: {e}");
+                    }
+                })
+            })))
     }
 
     async fn teardown(&self) {
@@ -206,6 +202,39 @@ impl BackendFactory for RedisFactory {
             .take();
         drop(owned);
     }
+}
+
+/// Why the expiry checks of the Redis backend wait in real time.
+const REAL_TIME: &str = "the scripts stamp and compare deadlines with the Redis server's clock \
+                         (TIME) and keys expire by the server's PEXPIREAT, neither of which \
+                         follows the session clock; the client does real network I/O";
+
+async fn connect(
+    config: RedisConfig,
+    policy: ExpiryPolicy,
+    keys: &KeyRing,
+) -> Result<RedisBackend, String> {
+    RedisBackend::connect(config, policy, keys)
+        .await
+        .map_err(|e| format!("connecting: {e} ({:?})", std::error::Error::source(&e)))
+}
+
+/// Two backends connected straight to `config`'s store with `keys`, rebuildable with another
+/// ring on the same prefix.
+async fn direct_harness(
+    config: RedisConfig,
+    policy: ExpiryPolicy,
+    keys: KeyRing,
+) -> Result<Harness, String> {
+    let mut nodes: Vec<Arc<dyn SessionBackend>> = Vec::with_capacity(2);
+    for _ in 0..2 {
+        nodes.push(Arc::new(connect(config.clone(), policy, &keys).await?));
+    }
+    Ok(Harness::of(nodes).with_rebuild(rebuild_hook(config, policy)))
+}
+
+fn rebuild_hook(config: RedisConfig, policy: ExpiryPolicy) -> RebuildFn {
+    Arc::new(move |keys| Box::pin(direct_harness(config.clone(), policy, keys)))
 }
 
 /// A glob pattern matching exactly the keys that start with `prefix` (glob characters in the

@@ -17,7 +17,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use session_core::testing::{BackendFactory, Capabilities, Harness};
+use session_core::testing::{BackendFactory, Capabilities, Harness, RebuildFn, TimeControl};
 #[cfg(feature = "postgres")]
 use session_core::testing::{database_url, unique_name};
 use session_core::{ExpiryPolicy, KeyRing, SessionBackend, async_trait};
@@ -143,7 +143,10 @@ impl Drop for PgTestSchema {
 #[cfg(feature = "postgres")]
 /// Builds SQL backends on PostgreSQL for the conformance suite: one schema per factory
 /// (dropped at teardown), a fresh table per build, and `nodes` backends (each with its own
-/// pool, like separate app nodes) sharing it.
+/// pool, like separate app nodes) sharing it, signing with the suite's key ring. The rebuild
+/// hook connects `nodes` more pools to the same table with another ring. Every deadline is
+/// computed from the session clock in the calling task and bound as a parameter, so the
+/// expiry checks move that clock ([`TimeControl::Advanced`]).
 #[derive(Debug)]
 pub struct PostgresFactory {
     schema: PgTestSchema,
@@ -194,10 +197,10 @@ impl BackendFactory for PostgresFactory {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::server_side()
+        Capabilities::server_side().with_time(TimeControl::Advanced)
     }
 
-    async fn build(&self, policy: ExpiryPolicy) -> Result<Harness, String> {
+    async fn build(&self, policy: ExpiryPolicy, keys: &KeyRing) -> Result<Harness, String> {
         let n = self.builds.fetch_add(1, Ordering::SeqCst);
         let config = test_config(self.schema.url())
             .with_schema(self.schema.name())
@@ -214,10 +217,17 @@ impl BackendFactory for PostgresFactory {
         proxied.url =
             session_core::testing::with_host_port(&config.url, "127.0.0.1", proxy.addr.port());
         proxied.acquire_timeout = std::time::Duration::from_millis(700);
-        let keys = KeyRing::generate();
-        let mut harness = build_nodes(config, policy, &keys, self.nodes.saturating_sub(1)).await?;
-        let last = build_nodes(proxied, policy, &keys, 1).await?;
+        let mut harness = build_nodes(
+            config.clone(),
+            policy,
+            keys.clone(),
+            self.nodes.saturating_sub(1),
+        )
+        .await?;
+        let last = build_nodes(proxied, policy, keys.clone(), 1).await?;
         harness.nodes.extend(last.nodes);
+        // The rebuilt nodes connect directly: only the outage check needs the proxy.
+        harness.rebuild = Some(rebuild_hook(config, policy, self.nodes));
         Ok(harness.with_outage(Arc::new(move |down| {
             let proxy = proxy.clone();
             Box::pin(async move {
@@ -239,7 +249,11 @@ impl BackendFactory for PostgresFactory {
 
 #[cfg(feature = "sqlite")]
 /// Builds SQL backends on SQLite for the conformance suite: a database file per build in a
-/// temporary directory (removed with the factory), `nodes` pools on each file.
+/// temporary directory (removed with the factory), `nodes` pools on each file, signing with the
+/// suite's key ring; the rebuild hook opens `nodes` more pools on the file with another ring.
+/// As on PostgreSQL, the expiry checks move the session clock ([`TimeControl::Advanced`]):
+/// tokio time cannot be paused, the driver runs every statement on a thread of its own and a
+/// paused runtime would auto-advance while it works.
 #[derive(Debug)]
 pub struct SqliteFactory {
     dir: tempfile::TempDir,
@@ -278,34 +292,38 @@ impl BackendFactory for SqliteFactory {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::server_side().without_outage(
-            "SQLite is a file opened by the serving process: there is no server to lose contact with",
-        )
+        Capabilities::server_side()
+            .with_time(TimeControl::Advanced)
+            .without_outage(
+                "SQLite is a file opened by the serving process: there is no server to lose \
+                 contact with",
+            )
     }
 
-    async fn build(&self, policy: ExpiryPolicy) -> Result<Harness, String> {
+    async fn build(&self, policy: ExpiryPolicy, keys: &KeyRing) -> Result<Harness, String> {
         let n = self.builds.fetch_add(1, Ordering::SeqCst);
         let config = test_config(self.url_for(&format!("b{n}.db")));
-        build_nodes(config, policy, &KeyRing::generate(), self.nodes).await
+        build_nodes(config, policy, keys.clone(), self.nodes).await
     }
 }
 
+/// `nodes` backends (pools) on `config`'s table with `keys`, rebuildable with another ring.
 async fn build_nodes(
     config: SqlConfig,
     policy: ExpiryPolicy,
-    keys: &KeyRing,
+    keys: KeyRing,
     nodes: usize,
 ) -> Result<Harness, String> {
     let mut built: Vec<Arc<dyn SessionBackend>> = Vec::with_capacity(nodes);
     for i in 0..nodes {
-        let b = SqlBackend::connect(config.clone(), policy, keys)
+        let b = SqlBackend::connect(config.clone(), policy, &keys)
             .await
             .map_err(|e| format!("connecting node {i}: {e}"))?;
         built.push(Arc::new(b));
     }
-    Ok(Harness {
-        nodes: built,
-        settle: None,
-        outage: None,
-    })
+    Ok(Harness::of(built).with_rebuild(rebuild_hook(config, policy, nodes)))
+}
+
+fn rebuild_hook(config: SqlConfig, policy: ExpiryPolicy, nodes: usize) -> RebuildFn {
+    Arc::new(move |keys| Box::pin(build_nodes(config.clone(), policy, keys, nodes)))
 }
