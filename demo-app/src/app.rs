@@ -5,16 +5,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde::de::DeserializeOwned;
+use demo_api::{AddItem, Login, valid_item, valid_sku, valid_user};
+pub use demo_api::{ApiError, JsonBody};
 use serde_json::{Value, json};
-use session_core::{Session, SessionError, SessionLayer};
+use session_core::{Session, SessionLayer};
 
 use crate::backends::Backend;
 use crate::config::DemoConfig;
@@ -25,8 +24,7 @@ use crate::track::TrackLayer;
 /// Prefix of the session keys that hold cart lines (one key per SKU, so two tabs adding
 /// different items concurrently both win: each is its own delta).
 pub const CART_PREFIX: &str = "cart.";
-/// Largest quantity of one SKU.
-pub const MAX_QTY: u32 = 1000;
+pub use demo_api::MAX_QTY;
 
 /// Shared state of one node.
 #[derive(Debug)]
@@ -43,109 +41,6 @@ pub struct AppState {
     pub drain: Arc<crate::drain::DrainState>,
     /// Most cart lines one session may hold.
     pub cart_max_lines: usize,
-}
-
-/// An error answered as JSON `{"error": "..."}` (503s also carry `Retry-After`).
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    message: String,
-}
-
-impl ApiError {
-    /// A 400 with a message.
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        ApiError {
-            status: StatusCode::BAD_REQUEST,
-            message: message.into(),
-        }
-    }
-
-    fn unauthorized() -> Self {
-        ApiError {
-            status: StatusCode::UNAUTHORIZED,
-            message: "not logged in".into(),
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut res = (self.status, Json(json!({ "error": self.message }))).into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            res.headers_mut().insert(
-                header::RETRY_AFTER,
-                header::HeaderValue::from(session_core::RETRY_AFTER_SECS),
-            );
-        }
-        res
-    }
-}
-
-impl From<SessionError> for ApiError {
-    fn from(e: SessionError) -> Self {
-        // Keep the layer's mapping (503 for an unreachable store, opaque 500, clear messages for
-        // too-large and gone), as JSON.
-        let too_large = matches!(e, SessionError::TooLarge { .. }).then(|| e.to_string());
-        let status = e.into_response().status();
-        let message = match status {
-            StatusCode::PAYLOAD_TOO_LARGE => too_large.unwrap_or_else(|| "too large".into()),
-            StatusCode::INTERNAL_SERVER_ERROR => "internal error".to_string(),
-            StatusCode::CONFLICT => "the session expired during the request".to_string(),
-            StatusCode::SERVICE_UNAVAILABLE => {
-                "the session store is temporarily unavailable; retry shortly".to_string()
-            }
-            other => other.canonical_reason().unwrap_or("error").to_string(),
-        };
-        ApiError { status, message }
-    }
-}
-
-/// A JSON body whose problems are 400/413/415 JSON errors (axum's own rejections are plain
-/// text and use 422 for missing fields).
-///
-/// The request must say `Content-Type: application/json` (parameters such as `charset`
-/// allowed), else `415`: a cross-site HTML form can post `text/plain`,
-/// `application/x-www-form-urlencoded` or `multipart/form-data` without a CORS preflight, but
-/// never `application/json`, so a JSON-only endpoint cannot be driven by a forged form (login
-/// CSRF).
-#[derive(Debug)]
-pub struct JsonBody<T>(pub T);
-
-/// True for `application/json`, with or without parameters, in any letter case.
-fn is_json(headers: &axum::http::HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
-}
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        if !is_json(req.headers()) {
-            return Err(ApiError {
-                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                message: "the body must be JSON sent as Content-Type: application/json".into(),
-            });
-        }
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            let status = e.status();
-            ApiError {
-                status: if status == StatusCode::PAYLOAD_TOO_LARGE {
-                    status
-                } else {
-                    StatusCode::BAD_REQUEST
-                },
-                message: e.body_text(),
-            }
-        })?;
-        serde_json::from_slice(&bytes)
-            .map(JsonBody)
-            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
-    }
 }
 
 /// Builds the app for a started backend: the app router (the operator routes included when
@@ -182,12 +77,7 @@ pub fn routers(config: &DemoConfig, backend: Backend) -> (Router, Option<Router>
         .layer(layer)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .fallback(|| async {
-            ApiError {
-                status: StatusCode::NOT_FOUND,
-                message: "no such route".into(),
-            }
-        })
+        .fallback(|| async { ApiError::no_such_route() })
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(crate::drain::DrainLayer::new(state.drain.clone()))
         .layer(TrackLayer::new(state.metrics.clone()))
@@ -201,40 +91,6 @@ pub fn routers(config: &DemoConfig, backend: Backend) -> (Router, Option<Router>
             .with_state(state.clone())
     });
     (app, admin, state)
-}
-
-#[derive(Deserialize)]
-struct Login {
-    user: String,
-}
-
-#[derive(Deserialize)]
-struct AddItem {
-    sku: String,
-    qty: u32,
-}
-
-fn valid_user(user: &str) -> Result<(), ApiError> {
-    if user.is_empty() || user.chars().count() > 64 || user.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(
-            "user must be 1 to 64 characters without control characters",
-        ));
-    }
-    Ok(())
-}
-
-fn valid_sku(sku: &str) -> Result<(), ApiError> {
-    if sku.is_empty()
-        || sku.len() > 64
-        || !sku
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return Err(ApiError::bad_request(
-            "sku must be 1 to 64 ASCII letters, digits, `-` or `_`",
-        ));
-    }
-    Ok(())
 }
 
 async fn user(session: &Session) -> Result<String, ApiError> {
@@ -307,10 +163,7 @@ async fn add_item(
     session: Session,
     JsonBody(req): JsonBody<AddItem>,
 ) -> Result<Json<Value>, ApiError> {
-    valid_sku(&req.sku)?;
-    if req.qty == 0 || req.qty > MAX_QTY {
-        return Err(ApiError::bad_request(format!("qty must be 1 to {MAX_QTY}")));
-    }
+    valid_item(&req)?;
     user(&session).await?;
     let key = format!("{CART_PREFIX}{}", req.sku);
     let have = session.get::<u32>(&key).await?;
@@ -320,10 +173,10 @@ async fn add_item(
             .for_each_key(|k| lines += usize::from(k.starts_with(CART_PREFIX)))
             .await?;
         if lines >= state.cart_max_lines {
-            return Err(ApiError {
-                status: StatusCode::PAYLOAD_TOO_LARGE,
-                message: format!("the cart holds at most {} lines", state.cart_max_lines),
-            });
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the cart holds at most {} lines", state.cart_max_lines),
+            ));
         }
     }
     let have = have.unwrap_or(0);

@@ -8,13 +8,12 @@
 //! * tower-sessions 0.14 with `tower-sessions-sqlx-store` 0.15 `PostgresStore` (a pool of 10,
 //!   the demo SQL backend's default) — the separate `ts-postgres-peer` binary
 //!   (`bench/ts-postgres-peer`, its own workspace because the store needs sqlx 0.8), which
-//!   includes this module's `common.rs` and `ts_app.rs` so it serves the same code;
+//!   includes this module's `ts_app.rs` so it serves the same code (the bodies, validation and
+//!   JSON errors are the demo's own, from the `demo-api` crate);
 //! * the *floor*: the same routes with no session layer at all (what axum, hyper and JSON cost).
 //!
 //! Each runs in its own process (`bench peer --kind ...`) so the harness measures them the way
 //! it measures the demo node.
-
-pub mod common;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -26,8 +25,11 @@ use parking_lot::Mutex;
 use serde_json::{Value, json};
 
 use crate::error::{BenchError, Context, Result};
-pub use common::{AddItem, ApiError, JsonBody, Login, MAX_QTY};
-use common::{NODE, valid_item, valid_user};
+pub use demo_api::{AddItem, ApiError, JsonBody, Login, MAX_QTY};
+use demo_api::{valid_item, valid_user};
+
+/// The node id the peer apps report (they are single-node apps).
+pub const NODE: u16 = 1;
 
 /// The demo's routes over tower-sessions 0.15 (the newest release; used with its `MemoryStore`).
 pub mod ts15 {

@@ -8,7 +8,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use super::common::{AddItem, ApiError, JsonBody, Login, MAX_QTY, NODE, valid_item, valid_user};
+use super::NODE;
+use demo_api::{AddItem, ApiError, JsonBody, Login, MAX_QTY, valid_item, valid_user};
 
 /// The cart lives under one key as a map, the way a tower-sessions app keeps it (the stores
 /// write whole records, so one key per line would buy nothing).

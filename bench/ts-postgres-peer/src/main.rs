@@ -1,7 +1,8 @@
 //! `ts-postgres-peer --addr A --database-url URL --pg-schema S`: the demo's three benchmark
 //! routes on tower-sessions 0.14 with `tower-sessions-sqlx-store` 0.15's `PostgresStore` (a pool
 //! of 10, the demo SQL backend's default), for `bench compare-peers`. The app code is the
-//! bench crate's own (`bench/src/peers`), included here so both builds serve identical routes.
+//! bench crate's own (`bench/src/peers`), included here so both builds serve identical routes,
+//! with the demo's bodies, validation and JSON errors from the `demo-api` crate.
 //! Stops on SIGTERM or Ctrl-C; the harness drops the schema afterwards.
 
 use std::net::SocketAddr;
@@ -10,9 +11,8 @@ use axum::Json;
 use serde_json::{Value, json};
 use tower_sessions_sqlx_store::sqlx::postgres::PgPoolOptions;
 
-#[path = "../../src/peers/common.rs"]
-#[allow(dead_code, unreachable_pub)]
-mod common;
+/// The node id the app reports (a single-node app, like the bench's other peers).
+const NODE: u16 = 1;
 
 /// The demo's routes over tower-sessions 0.14.
 mod ts14 {
