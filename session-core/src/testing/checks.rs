@@ -86,6 +86,7 @@ fn unlimited_session(backend: Arc<dyn SessionBackend>, token: Option<String>) ->
     )
 }
 
+// ---------------------------------------------------------------------------------------------
 // helpers
 
 fn long_policy() -> ExpiryPolicy {

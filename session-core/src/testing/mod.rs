@@ -502,7 +502,8 @@ pub const CHECKS: &[&str] = &NAMES;
 /// Time limit for one check.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Runs every check against the factory's backend.
+/// Runs every check against the factory's backend. Call it on a runtime whose time is not
+/// paused: the suite pauses time itself, per check, where the backend allows it.
 pub async fn run(factory: Arc<dyn BackendFactory>) -> Report {
     run_checks(factory, CHECKS).await
 }
