@@ -21,6 +21,7 @@ use crate::format::{BROWSER_COOKIE_LIMIT, MIN_COOKIE_LIMIT};
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
 pub struct CookieConfig {
     /// The cookie's name, bound into every seal as associated data: a cookie sealed for one
     /// name does not open under another, even with the same secret. Keep it equal to the
@@ -51,28 +52,7 @@ impl Default for CookieConfig {
     }
 }
 
-/// Why a [`CookieConfig`] was refused. Each variant names the field.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
-    /// `cookie_name` is not a valid cookie name.
-    #[error("cookie_name {name:?} is invalid: {reason}")]
-    CookieName {
-        /// The configured name.
-        name: String,
-        /// What is wrong with it.
-        reason: &'static str,
-    },
-    /// `max_cookie_bytes` is out of range.
-    #[error("max_cookie_bytes must be between {min} and {max}, got {value}")]
-    MaxCookieBytes {
-        /// The configured value.
-        value: usize,
-        /// Smallest accepted value.
-        min: usize,
-        /// Largest accepted value (the browser limit).
-        max: usize,
-    },
-}
+pub use session_core::ConfigError;
 
 /// Longest accepted cookie name.
 const MAX_NAME_LEN: usize = 256;
@@ -104,9 +84,13 @@ impl CookieConfig {
 
     /// Checks every field, naming the first bad one.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |reason| ConfigError::CookieName {
-            name: self.cookie_name.clone(),
-            reason,
+        let name = &self.cookie_name;
+        let bad = |reason: &str| {
+            ConfigError::new(
+                "cookie",
+                "cookie_name",
+                format!("{name:?} is invalid: {reason}"),
+            )
         };
         if self.cookie_name.is_empty() {
             return Err(bad("it is empty"));
@@ -121,11 +105,14 @@ impl CookieConfig {
             ));
         }
         if !(MIN_COOKIE_LIMIT..=BROWSER_COOKIE_LIMIT).contains(&self.max_cookie_bytes) {
-            return Err(ConfigError::MaxCookieBytes {
-                value: self.max_cookie_bytes,
-                min: MIN_COOKIE_LIMIT,
-                max: BROWSER_COOKIE_LIMIT,
-            });
+            return Err(ConfigError::new(
+                "cookie",
+                "max_cookie_bytes",
+                format!(
+                    "must be between {MIN_COOKIE_LIMIT} and {BROWSER_COOKIE_LIMIT}, got {}",
+                    self.max_cookie_bytes
+                ),
+            ));
         }
         Ok(())
     }
@@ -156,7 +143,7 @@ mod tests {
                 .with_cookie_name(name)
                 .validate()
                 .unwrap_err();
-            assert!(err.to_string().starts_with("cookie_name"), "{err}");
+            assert_eq!(err.field, "cookie_name", "{err}");
         }
         let long = "a".repeat(257);
         assert!(
@@ -170,15 +157,11 @@ mod tests {
                 .with_max_cookie_bytes(max)
                 .validate()
                 .unwrap_err();
+            assert_eq!(err.field, "max_cookie_bytes");
             assert_eq!(
-                err,
-                ConfigError::MaxCookieBytes {
-                    value: max,
-                    min: MIN_COOKIE_LIMIT,
-                    max: 4096
-                }
+                err.problem,
+                format!("must be between {MIN_COOKIE_LIMIT} and 4096, got {max}")
             );
-            assert!(err.to_string().contains("max_cookie_bytes"));
         }
         CookieConfig::default()
             .with_cookie_name("__Host-app_sid.v2")

@@ -99,6 +99,7 @@ pub struct Opened {
 
 /// Why a cookie did not open.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum OpenError {
     /// The cookie was rejected before or by authentication: malformed, forged, tampered,
     /// truncated, sealed for another name or with a key the ring no longer holds.

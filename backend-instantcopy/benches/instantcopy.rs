@@ -21,11 +21,10 @@ use std::cell::Cell;
 use std::hint::black_box;
 use std::time::Duration;
 
+use backend_instantcopy::internals::{Placement, SessionState, WireState};
 use backend_instantcopy::store::Store;
 use backend_instantcopy::wire::{self, PeerSeal, PushBatch, Update};
-use backend_instantcopy::{
-    Config, InstantCopyNode, Member, NodeId, Placement, SessionState, Stamp, WireState,
-};
+use backend_instantcopy::{Config, InstantCopyNode, Member, NodeId, Stamp};
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::json;
 use session_core::{
@@ -92,14 +91,12 @@ fn state(data: SessionData, time: u64) -> SessionState {
 async fn one_node() -> InstantCopyNode {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let config = Config {
-        cluster_addr: addr,
-        members: vec![Member {
-            id: NodeId(1),
-            addr,
-        }],
-        ..Config::default()
-    };
+    let mut config = Config::default();
+    config.cluster_addr = addr;
+    config.members = vec![Member {
+        id: NodeId(1),
+        addr,
+    }];
     InstantCopyNode::start_with_listener(config, policy(), &keys(), listener)
         .await
         .unwrap()

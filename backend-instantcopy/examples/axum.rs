@@ -35,14 +35,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok(s) => KeyRing::new([Secret::from_encoded(&s)?])?,
         Err(_) => KeyRing::generate(),
     };
-    let config = Config {
-        node_id: NodeId(env("NODE_ID", "1").parse()?),
-        cluster_addr: env("CLUSTER_ADDR", "127.0.0.1:7001").parse()?,
-        seeds: std::env::var("SEEDS")
-            .map(|s| s.split(',').map(|x| x.trim().to_owned()).collect())
-            .unwrap_or_default(),
-        ..Config::default()
-    };
+    let mut config = Config::default();
+    config.node_id = NodeId(env("NODE_ID", "1").parse()?);
+    config.cluster_addr = env("CLUSTER_ADDR", "127.0.0.1:7001").parse()?;
+    config.seeds = std::env::var("SEEDS")
+        .map(|s| s.split(',').map(|x| x.trim().to_owned()).collect())
+        .unwrap_or_default();
     let node = InstantCopyNode::start(config, ExpiryPolicy::default(), &keys).await?;
     let app = Router::new()
         .route("/n", get(next))

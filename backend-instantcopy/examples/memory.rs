@@ -44,10 +44,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use backend_instantcopy::internals::{Placement, SessionState};
 use backend_instantcopy::store::Store;
-use backend_instantcopy::{
-    Config, InstantCopyNode, Member, NodeId, Placement, SessionState, Stamp,
-};
+use backend_instantcopy::{Config, InstantCopyNode, Member, NodeId, Stamp};
 use session_core::{
     ExpiryPolicy, KeyRing, Loaded, RawJson, SessionBackend, SessionData, SessionId, SessionRecord,
     now_millis,
@@ -220,14 +219,12 @@ fn main() -> Result<(), Error> {
     let node = if args.layer == Layer::Node {
         let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
         let addr = listener.local_addr()?;
-        let config = Config {
-            cluster_addr: addr,
-            members: vec![Member {
-                id: NodeId(1),
-                addr,
-            }],
-            ..Config::default()
-        };
+        let mut config = Config::default();
+        config.cluster_addr = addr;
+        config.members = vec![Member {
+            id: NodeId(1),
+            addr,
+        }];
         let node = rt.block_on(InstantCopyNode::start_with_listener(
             config,
             policy(),

@@ -43,6 +43,7 @@ const TOMBSTONE: [u8; 16] = [0xff; 16];
 
 /// Anti-entropy counters.
 #[derive(Debug, Default)]
+#[non_exhaustive]
 pub struct SyncCounters {
     /// Exchanges completed (as initiator).
     pub rounds: Count,
@@ -62,6 +63,7 @@ pub struct SyncCounters {
 
 /// What one exchange with one peer found and did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SyncReport {
     /// Items that differed (present on one side only, or with different digests).
     pub differences: usize,

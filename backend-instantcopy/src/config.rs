@@ -172,6 +172,7 @@ impl fmt::Display for OnUnreachable {
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
 pub struct Config {
     /// This node's id: unique in the cluster and stable across restarts (for example a
     /// StatefulSet ordinal + 1, given through an environment variable). A second live node
@@ -341,21 +342,10 @@ fn list_or_commas<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Err
     })
 }
 
-/// A configuration mistake, naming the field.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid instant-copy config: {field}: {problem}")]
-pub struct ConfigError {
-    /// The offending field.
-    pub field: &'static str,
-    /// What is wrong with it.
-    pub problem: String,
-}
+pub use session_core::ConfigError;
 
-fn bad(field: &'static str, problem: impl Into<String>) -> ConfigError {
-    ConfigError {
-        field,
-        problem: problem.into(),
-    }
+fn bad(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::new("instant-copy", field, problem)
 }
 
 /// Splits `host:port` (IPv6 literals in brackets), checking the port.
@@ -389,12 +379,12 @@ impl Config {
 
     /// The cluster port's connection bounds.
     pub fn cluster_limits(&self) -> session_core::serve::ServeLimits {
-        session_core::serve::ServeLimits {
-            header_read_timeout: self.cluster_header_read_timeout,
-            request_timeout: self.cluster_request_timeout,
-            idle_timeout: self.cluster_idle_timeout,
-            max_connections: self.cluster_max_connections,
-        }
+        let mut limits = session_core::serve::ServeLimits::default();
+        limits.header_read_timeout = self.cluster_header_read_timeout;
+        limits.request_timeout = self.cluster_request_timeout;
+        limits.idle_timeout = self.cluster_idle_timeout;
+        limits.max_connections = self.cluster_max_connections;
+        limits
     }
 
     /// Checks the configuration, naming the first bad field.
@@ -471,7 +461,7 @@ impl Config {
             }
         }
         self.cluster_limits().validate().map_err(|e| {
-            let field = match e.field {
+            let field = match e.field.as_str() {
                 "header_read_timeout" => "cluster_header_read_timeout",
                 "request_timeout" => "cluster_request_timeout",
                 "idle_timeout" => "cluster_idle_timeout",

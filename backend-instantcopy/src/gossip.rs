@@ -51,6 +51,7 @@ pub(crate) enum GossipCmd {
 
 /// Gossip traffic counters.
 #[derive(Debug, Default)]
+#[non_exhaustive]
 pub struct GossipCounters {
     /// Datagrams sent.
     pub sent: Count,

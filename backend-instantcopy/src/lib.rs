@@ -117,6 +117,11 @@
 //! A rolling restart (one node at a time, the next once the previous is ready) loses nothing;
 //! a full-cluster restart loses every session (they are in memory): use the SQL or Redis
 //! backend where that matters.
+// The internals the `testing` feature re-exports ([`internals`], `store`, `wire`) are `pub`
+// items in private modules; without the feature they are reachable from this crate only. The
+// lint stays on for `--all-features` builds (CI's clippy), where it still flags anything
+// unreachable either way.
+#![cfg_attr(not(feature = "testing"), allow(unreachable_pub))]
 
 mod antientropy;
 mod backend;
@@ -128,7 +133,7 @@ mod faults;
 mod gossip;
 mod lifecycle;
 mod membership;
-pub mod metrics;
+mod metrics;
 mod near;
 mod node;
 mod placement;
@@ -140,14 +145,23 @@ mod routing;
 mod seal;
 mod server;
 mod state;
+// The in-memory store and the peer wire format are internals; the `testing` feature exposes
+// them for the crate's benches, examples, fuzz targets and white-box tests only.
+#[cfg(feature = "testing")]
 pub mod store;
+#[cfg(not(feature = "testing"))]
+#[allow(dead_code, unused_imports)]
+mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+#[cfg(feature = "testing")]
 pub mod wire;
+#[cfg(not(feature = "testing"))]
+#[allow(dead_code, unused_imports)]
+mod wire;
 mod write;
 
 pub use antientropy::{SyncCounters, SyncReport};
-pub use clock::Clock;
 pub use config::{
     Ack, Config, ConfigError, MAX_BACKUPS, Member, NodeId, OnUnreachable, Replication,
 };
@@ -155,10 +169,21 @@ pub use faults::Faults;
 pub use gossip::GossipCounters;
 pub use lifecycle::{DrainReport, Phase, Readiness};
 pub use membership::{Identity, MemberState, Membership, Peer, PeerStatus};
-pub use node::{InstantCopyNode, Shared, StartError};
-pub use replication::{Delivery, Queued, join};
-pub use routing::{Route, owned_id, owner_of, pick_backups, score};
-pub use state::{
-    KEY_TOMBSTONE_TTL_MS, MAX_KEY_TOMBSTONES, MergeOutcome, Placement, SessionState, Stamp,
-    WireEntry, WireState,
-};
+pub use node::{InstantCopyNode, StartError};
+pub use routing::Route;
+pub use state::Stamp;
+
+/// Internals for white-box tests, benches and fuzz targets (the `testing` feature): the node's
+/// shared state, the per-session state and its wire form, the HLC clock, the placement
+/// functions and the replication queue types. Not a stable API.
+#[cfg(feature = "testing")]
+pub mod internals {
+    pub use crate::clock::Clock;
+    pub use crate::node::Shared;
+    pub use crate::replication::{Delivery, Queued, join};
+    pub use crate::routing::{owned_id, owner_of, pick_backups, score};
+    pub use crate::state::{
+        KEY_TOMBSTONE_TTL_MS, MAX_KEY_TOMBSTONES, MergeOutcome, Placement, SessionState, WireEntry,
+        WireState,
+    };
+}

@@ -64,6 +64,7 @@ impl Phase {
 /// lose no session. Ready is sticky until the node drains, so a later incident elsewhere never
 /// takes every node out of a load balancer at once; *cluster safe* is the live view.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Readiness {
     /// The phase.
     pub phase: Phase,
@@ -92,6 +93,7 @@ pub struct Readiness {
 
 /// What a drain did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct DrainReport {
     /// Sessions this node held when the drain began.
     pub sessions: usize,

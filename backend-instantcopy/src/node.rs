@@ -33,6 +33,7 @@ use crate::wire::PeerSeal;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StartError {
     /// The configuration is invalid.
     #[error(transparent)]
@@ -421,7 +422,8 @@ impl InstantCopyNode {
         self.shared.members.status()
     }
 
-    /// The shared state (metrics, store, members) for inspection.
+    /// The shared state (metrics, store, members) for white-box tests (`testing` feature).
+    #[cfg(feature = "testing")]
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }

@@ -397,6 +397,7 @@ impl PeerSeal {
     /// [`check_head`](PeerSeal::check_head) then [`open_body`](PeerSeal::open_body), for a
     /// request whose body is already in memory.
     #[allow(clippy::too_many_arguments)]
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pub fn open_request(
         &self,
         method: &str,

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use backend_instantcopy::internals::{Placement, SessionState};
 use backend_instantcopy::testing::{Discovery, InProcessCluster};
 use backend_instantcopy::wire::{self, PeerSeal, PushBatch, Update};
-use backend_instantcopy::{Ack, NodeId, Placement, Replication, Route, SessionState, Stamp};
+use backend_instantcopy::{Ack, NodeId, Replication, Route, Stamp};
 use session_core::{
     Commit, ExpiryPolicy, KeyRing, Session, SessionBackend, SessionData, SessionId, TokenSigner,
     now_millis,

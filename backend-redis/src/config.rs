@@ -38,6 +38,7 @@ pub const MAX_KEY_PREFIX_LEN: usize = 128;
 /// message redact them.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
 pub struct RedisConfig {
     /// A single Redis server, as a `redis://` URL (database number in the path).
     pub url: Option<String>,
@@ -124,21 +125,10 @@ impl fmt::Debug for Topology {
     }
 }
 
-/// A configuration value the backend refuses, naming the field.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid redis backend configuration: {field}: {problem}")]
-pub struct ConfigError {
-    /// The offending field (`url`, `cluster_nodes[1]`, `key_prefix`, ...).
-    pub field: String,
-    /// What is wrong with it.
-    pub problem: String,
-}
+pub use session_core::ConfigError;
 
 fn bad(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
-    ConfigError {
-        field: field.into(),
-        problem: problem.into(),
-    }
+    ConfigError::new("redis", field, problem)
 }
 
 impl RedisConfig {

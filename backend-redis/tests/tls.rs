@@ -95,13 +95,10 @@ fn tls_redis(dir: &Path, cert: &Path, key: &Path, ca: &Path) -> Option<(Server, 
     panic!("redis-server with TLS did not listen on {port} within 10 s");
 }
 
-async fn connect(config: RedisConfig) -> Result<RedisBackend, SessionError> {
-    let config = RedisConfig {
-        connection_timeout: Duration::from_secs(2),
-        reconnect_attempts: 0,
-        ..config
-    }
-    .with_key_prefix(session_core::testing::unique_name("tls"));
+async fn connect(mut config: RedisConfig) -> Result<RedisBackend, SessionError> {
+    config.connection_timeout = Duration::from_secs(2);
+    config.reconnect_attempts = 0;
+    let config = config.with_key_prefix(session_core::testing::unique_name("tls"));
     RedisBackend::connect(config, ExpiryPolicy::default(), &KeyRing::generate()).await
 }
 
@@ -113,12 +110,14 @@ async fn rediss_urls_work_with_a_trusted_ca_and_fail_without_one() {
         return;
     };
     // Trusting the test CA: a full round trip over TLS.
-    let backend = connect(RedisConfig {
-        tls_ca_file: Some(ca.clone()),
-        ..RedisConfig::single(format!("rediss://localhost:{port}"))
-    })
-    .await
-    .expect("connect over TLS");
+    let trusting = |url: String| {
+        let mut config = RedisConfig::single(url);
+        config.tls_ca_file = Some(ca.clone());
+        config
+    };
+    let backend = connect(trusting(format!("rediss://localhost:{port}")))
+        .await
+        .expect("connect over TLS");
     let mut data = SessionData::new();
     data.insert("user", RawJson::from_value("alice").unwrap());
     let saved = backend.create(data).await.unwrap();
@@ -142,11 +141,7 @@ async fn rediss_urls_work_with_a_trusted_ca_and_fail_without_one() {
         untrusted.err()
     );
     // A name the certificate does not hold.
-    let wrong_name = connect(RedisConfig {
-        tls_ca_file: Some(ca.clone()),
-        ..RedisConfig::single(format!("rediss://127.0.0.2:{port}"))
-    })
-    .await;
+    let wrong_name = connect(trusting(format!("rediss://127.0.0.2:{port}"))).await;
     assert!(wrong_name.is_err());
     // Plaintext to a TLS-only server: no session either.
     let plain = tokio::time::timeout(

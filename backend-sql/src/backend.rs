@@ -329,7 +329,7 @@ impl SqlBackend {
             }
             #[allow(unreachable_patterns)]
             other => {
-                return Err(config_error(ConfigError::new(
+                return Err(config_error(crate::config::bad(
                     "url",
                     format!("the {} driver is not compiled in", other.name()),
                 )));

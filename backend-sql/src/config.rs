@@ -26,7 +26,7 @@ impl Driver {
                 if cfg!(feature = "postgres") {
                     Ok(Driver::Postgres)
                 } else {
-                    Err(ConfigError::new(
+                    Err(bad(
                         "url",
                         "this build of backend-sql has no PostgreSQL driver (enable the `postgres` feature)",
                     ))
@@ -36,13 +36,13 @@ impl Driver {
                 if cfg!(feature = "sqlite") {
                     Ok(Driver::Sqlite)
                 } else {
-                    Err(ConfigError::new(
+                    Err(bad(
                         "url",
                         "this build of backend-sql has no SQLite driver (enable the `sqlite` feature)",
                     ))
                 }
             }
-            _ => Err(ConfigError::new(
+            _ => Err(bad(
                 "url",
                 "expected a postgres://, postgresql:// or sqlite: URL",
             )),
@@ -58,23 +58,11 @@ impl Driver {
     }
 }
 
-/// A configuration value that was refused, naming the field.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid backend-sql setting `{field}`: {reason}")]
-pub struct ConfigError {
-    /// The offending field of [`SqlConfig`].
-    pub field: &'static str,
-    /// What is wrong with it.
-    pub reason: String,
-}
+pub use session_core::ConfigError;
 
-impl ConfigError {
-    pub(crate) fn new(field: &'static str, reason: impl Into<String>) -> Self {
-        ConfigError {
-            field,
-            reason: reason.into(),
-        }
-    }
+/// A refused `field` of the SQL backend's settings.
+pub(crate) fn bad(field: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::new("sql", field, reason)
 }
 
 /// Settings of the SQL backend, ready to embed in an application's TOML config.
@@ -100,6 +88,7 @@ impl ConfigError {
 /// `Debug` shows the URL with any password replaced by `***`.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
 pub struct SqlConfig {
     /// Database URL: `postgres://user:password@host:5432/db?sslmode=...`, or
     /// `sqlite://path/to/file.db` (created if missing).
@@ -241,10 +230,10 @@ pub const MAX_IDENT_LEN: usize = 40;
 pub fn validate_identifier(field: &'static str, name: &str) -> Result<(), ConfigError> {
     let mut bytes = name.bytes();
     let Some(first) = bytes.next() else {
-        return Err(ConfigError::new(field, "must not be empty"));
+        return Err(bad(field, "must not be empty"));
     };
     if name.len() > MAX_IDENT_LEN {
-        return Err(ConfigError::new(
+        return Err(bad(
             field,
             format!("{name:?} is longer than {MAX_IDENT_LEN} bytes"),
         ));
@@ -252,7 +241,7 @@ pub fn validate_identifier(field: &'static str, name: &str) -> Result<(), Config
     if !(first.is_ascii_lowercase() || first == b'_')
         || !bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
     {
-        return Err(ConfigError::new(
+        return Err(bad(
             field,
             format!(
                 "{name:?} is not a plain identifier: use lower-case ASCII letters, digits and \
@@ -261,7 +250,7 @@ pub fn validate_identifier(field: &'static str, name: &str) -> Result<(), Config
         ));
     }
     if name.starts_with("pg_") || name.starts_with("sqlite_") {
-        return Err(ConfigError::new(
+        return Err(bad(
             field,
             format!("{name:?} uses a prefix reserved by the database"),
         ));
@@ -308,7 +297,7 @@ impl SqlConfig {
         match (&self.schema, driver) {
             (Some(s), Driver::Postgres) => validate_identifier("schema", s)?,
             (Some(_), Driver::Sqlite) => {
-                return Err(ConfigError::new(
+                return Err(bad(
                     "schema",
                     "SQLite has no schemas; leave it unset and use a separate database file or \
                      table name instead",
@@ -317,10 +306,10 @@ impl SqlConfig {
             (None, _) => {}
         }
         if self.max_connections == 0 {
-            return Err(ConfigError::new("max_connections", "must be at least 1"));
+            return Err(bad("max_connections", "must be at least 1"));
         }
         if self.min_connections > self.max_connections {
-            return Err(ConfigError::new(
+            return Err(bad(
                 "min_connections",
                 format!(
                     "{} is more than max_connections ({})",
@@ -329,13 +318,10 @@ impl SqlConfig {
             ));
         }
         if self.acquire_timeout.is_zero() {
-            return Err(ConfigError::new(
-                "acquire_timeout",
-                "must be greater than zero",
-            ));
+            return Err(bad("acquire_timeout", "must be greater than zero"));
         }
         if self.statement_timeout > Duration::from_secs(24 * 3600) {
-            return Err(ConfigError::new("statement_timeout", "must be under a day"));
+            return Err(bad("statement_timeout", "must be under a day"));
         }
         if self.application_name.len() > 63
             || !self
@@ -343,32 +329,29 @@ impl SqlConfig {
                 .bytes()
                 .all(|b| b.is_ascii_graphic() || b == b' ')
         {
-            return Err(ConfigError::new(
+            return Err(bad(
                 "application_name",
                 "must be printable ASCII, at most 63 bytes",
             ));
         }
         if self.cleanup {
             if self.cleanup_interval < Duration::from_millis(10) {
-                return Err(ConfigError::new(
+                return Err(bad(
                     "cleanup_interval",
                     "must be at least 10ms (set `cleanup = false` to disable cleanup)",
                 ));
             }
             if !(0.0..=0.5).contains(&self.cleanup_jitter) {
-                return Err(ConfigError::new(
+                return Err(bad(
                     "cleanup_jitter",
                     format!("{} is outside 0.0..=0.5", self.cleanup_jitter),
                 ));
             }
             if self.cleanup_batch_size == 0 {
-                return Err(ConfigError::new("cleanup_batch_size", "must be at least 1"));
+                return Err(bad("cleanup_batch_size", "must be at least 1"));
             }
             if self.cleanup_max_batches == 0 {
-                return Err(ConfigError::new(
-                    "cleanup_max_batches",
-                    "must be at least 1",
-                ));
+                return Err(bad("cleanup_max_batches", "must be at least 1"));
             }
         }
         Ok(())

@@ -103,7 +103,7 @@ pub(crate) type PgStore = Statements<Postgres>;
 /// Connect options from the config: URL, application name, statement timeout.
 pub(crate) fn connect_options(config: &SqlConfig) -> Result<PgConnectOptions, ConfigError> {
     let mut opts = PgConnectOptions::from_str(&config.url)
-        .map_err(|e| ConfigError::new("url", format!("not a usable PostgreSQL URL: {e}")))?
+        .map_err(|e| crate::config::bad("url", format!("not a usable PostgreSQL URL: {e}")))?
         .application_name(&config.application_name);
     if !config.statement_timeout.is_zero() {
         let ms = config.statement_timeout.as_millis().max(1);

@@ -126,7 +126,7 @@ impl SqliteStore {
             config.statement_timeout
         };
         let mut opts = SqliteConnectOptions::from_str(&config.url)
-            .map_err(|e| ConfigError::new("url", format!("not a usable SQLite URL: {e}")))?
+            .map_err(|e| crate::config::bad("url", format!("not a usable SQLite URL: {e}")))?
             .busy_timeout(busy)
             .foreign_keys(false);
         let mut pool = SqlitePoolOptions::new()

@@ -146,14 +146,12 @@ async fn terminate(application_name: &str) -> i64 {
 async fn killed_connections_recover(test_before_acquire: bool) {
     let schema = PgTestSchema::new(database_url(), "sqlk");
     let app_name = unique_name("sqlkill");
-    let config = SqlConfig {
-        application_name: app_name.clone(),
-        test_before_acquire,
-        min_connections: 2,
-        ..test_config(schema.url())
-            .with_schema(schema.name())
-            .with_table("killed")
-    };
+    let mut config = test_config(schema.url())
+        .with_schema(schema.name())
+        .with_table("killed");
+    config.application_name = app_name.clone();
+    config.test_before_acquire = test_before_acquire;
+    config.min_connections = 2;
     let b = backend(config, ExpiryPolicy::default(), &KeyRing::generate()).await;
     let token = create(&b, &[("k", json!(0))]).await;
     // Open a few connections.

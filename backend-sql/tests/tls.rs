@@ -155,11 +155,10 @@ fn start(dir: &Path) -> Option<(Server, u16, PathBuf)> {
 }
 
 fn config(url: String) -> SqlConfig {
-    SqlConfig {
-        acquire_timeout: Duration::from_secs(3),
-        cleanup: false,
-        ..SqlConfig::new(url)
-    }
+    let mut config = SqlConfig::new(url);
+    config.acquire_timeout = Duration::from_secs(3);
+    config.cleanup = false;
+    config
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

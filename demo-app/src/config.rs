@@ -183,12 +183,12 @@ impl Default for HttpSettings {
 impl HttpSettings {
     /// The limits for `session_core::serve`.
     pub fn limits(&self) -> ServeLimits {
-        ServeLimits {
-            header_read_timeout: self.header_read_timeout,
-            request_timeout: self.request_timeout,
-            idle_timeout: self.idle_timeout,
-            max_connections: self.max_connections,
-        }
+        let mut limits = ServeLimits::default();
+        limits.header_read_timeout = self.header_read_timeout;
+        limits.request_timeout = self.request_timeout;
+        limits.idle_timeout = self.idle_timeout;
+        limits.max_connections = self.max_connections;
+        limits
     }
 }
 

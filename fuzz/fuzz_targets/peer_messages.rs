@@ -19,7 +19,8 @@ use backend_instantcopy::wire::{
     self, FetchRequest, FetchResponse, HelloAck, PATH_FETCH, PATH_PUSH, PeerSeal, Pong,
     PullResponse, PushAck, PushBatch, RequestHeaders, SyncRequest, Update,
 };
-use backend_instantcopy::{Clock, NodeId, Placement, SessionState, Stamp, WireState};
+use backend_instantcopy::internals::{Clock, Placement, SessionState, WireState};
+use backend_instantcopy::{NodeId, Stamp};
 use libfuzzer_sys::fuzz_target;
 use session_core::{
     Delta, ExpiryPolicy, KeyRing, RawJson, Secret, SessionData, SessionId, now_millis,

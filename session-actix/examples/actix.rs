@@ -38,14 +38,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut nodes = Vec::new();
     let mut servers = Vec::new();
     for i in 0..3u16 {
-        let config = Config {
-            node_id: NodeId(i + 1),
-            cluster_addr: format!("127.0.0.1:{}", cluster_port + i).parse()?,
-            seeds: vec![format!("127.0.0.1:{cluster_port}")],
-            replication: Replication::Backups(1),
-            ack: Ack::One,
-            ..Config::default()
-        };
+        let mut config = Config::default();
+        config.node_id = NodeId(i + 1);
+        config.cluster_addr = format!("127.0.0.1:{}", cluster_port + i).parse()?;
+        config.seeds = vec![format!("127.0.0.1:{cluster_port}")];
+        config.replication = Replication::Backups(1);
+        config.ack = Ack::One;
         let node = InstantCopyNode::start(config, ExpiryPolicy::default(), &keys).await?;
         let backend: Arc<dyn SessionBackend> = Arc::new(node.clone());
         let key = cookie_key.clone();

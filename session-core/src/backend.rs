@@ -142,6 +142,7 @@ impl Metric {
 
 /// A snapshot of a backend's measurements.
 #[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
 pub struct Counters {
     /// Calls to other nodes or to a cache server (the paper's N).
     pub network_calls: u64,
@@ -225,6 +226,7 @@ pub const CLIENT_BYTES_BUCKETS: [u64; 8] = [32, 64, 128, 256, 512, 1024, 2048, 4
 /// Atomic counters a backend embeds and updates; [`snapshot`](CoreCounters::snapshot) gives the
 /// [`Counters`] the trait reports.
 #[derive(Debug, Default)]
+#[non_exhaustive]
 pub struct CoreCounters {
     network_calls: AtomicU64,
     db_calls: AtomicU64,

@@ -164,6 +164,7 @@ pub struct KindSnapshot {
 
 /// [`RequestCosts`] at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RequestCostsSnapshot {
     /// Requests that only read their session.
     pub reads: KindSnapshot,

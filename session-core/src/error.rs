@@ -10,6 +10,7 @@ pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 /// Every variant is produced by pure parsing, before any I/O: a rejected token is "no session",
 /// never a panic, never a 500 and never an outbound call.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TokenError {
     /// The token is the empty string.
     #[error("the token is empty")]
@@ -49,6 +50,7 @@ pub enum TokenError {
 /// [`Gone`](SessionError::Gone) get a clear message, and the rest an opaque 500 whose cause is
 /// logged.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SessionError {
     /// The client's token was rejected before any I/O.
     #[error("invalid session token: {0}")]

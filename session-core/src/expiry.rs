@@ -3,17 +3,11 @@
 
 use std::time::Duration;
 
+use crate::config_error::ConfigError;
 use crate::record::SessionRecord;
 
-/// Why an expiry policy was refused.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum PolicyError {
-    /// A timeout is zero.
-    #[error("{0} must be greater than zero")]
-    Zero(&'static str),
-    /// The touch fraction is outside `0.0..=1.0`.
-    #[error("touch_fraction must be between 0 and 1, got {0}")]
-    Fraction(f64),
+fn refused(field: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::new("expiry policy", field, problem)
 }
 
 /// How long sessions live.
@@ -55,12 +49,12 @@ impl Default for ExpiryPolicy {
 
 impl ExpiryPolicy {
     /// A policy with the given timeouts and the default touch fraction (0.25).
-    pub fn new(idle_timeout: Duration, absolute_timeout: Duration) -> Result<Self, PolicyError> {
+    pub fn new(idle_timeout: Duration, absolute_timeout: Duration) -> Result<Self, ConfigError> {
         if idle_timeout.is_zero() {
-            return Err(PolicyError::Zero("idle_timeout"));
+            return Err(refused("idle_timeout", "must be greater than zero"));
         }
         if absolute_timeout.is_zero() {
-            return Err(PolicyError::Zero("absolute_timeout"));
+            return Err(refused("absolute_timeout", "must be greater than zero"));
         }
         Ok(ExpiryPolicy {
             idle_timeout,
@@ -71,9 +65,12 @@ impl ExpiryPolicy {
 
     /// Sets the fraction of the idle window after which a read refreshes the deadline
     /// (0 = every read writes; 1 = reads never extend the session).
-    pub fn with_touch_fraction(mut self, fraction: f64) -> Result<Self, PolicyError> {
+    pub fn with_touch_fraction(mut self, fraction: f64) -> Result<Self, ConfigError> {
         if !(0.0..=1.0).contains(&fraction) {
-            return Err(PolicyError::Fraction(fraction));
+            return Err(refused(
+                "touch_fraction",
+                format!("must be between 0 and 1, got {fraction}"),
+            ));
         }
         self.touch_fraction = fraction;
         Ok(self)

@@ -16,6 +16,7 @@ pub const MIN_SECRET_LEN: usize = 32;
 
 /// Why a secret or key ring was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum KeyError {
     /// The secret is shorter than [`MIN_SECRET_LEN`] bytes.
     #[error("a secret must be at least {MIN_SECRET_LEN} bytes, this one has {0}")]

@@ -114,12 +114,6 @@ impl OriginCheck {
     }
 }
 
-/// A [`SessionConfig`] that breaks a cookie rule browsers enforce (they would drop the cookie,
-/// or send it where it should not go).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid session cookie configuration: {0}")]
-pub struct CookieConfigError(pub String);
-
 /// How the layer reads and writes the token.
 ///
 /// Defaults: cookie `sid`, `HttpOnly`, `Secure`, `SameSite=Lax`, `Path=/`, `Max-Age` following the
@@ -141,6 +135,7 @@ pub struct CookieConfigError(pub String);
 /// assert!(SessionConfig::default().with_cookie_name("__Host-sid").with_secure(false).validate().is_err());
 /// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct SessionConfig {
     /// Cookie name. The default `sid` does not advertise which library is in use.
     pub cookie_name: String,
@@ -243,42 +238,50 @@ impl SessionConfig {
     /// * the path starts with `/`, the domain (if any) is a plain host name, and neither holds
     ///   `;`, control characters or spaces;
     /// * the size caps are non-zero.
-    pub fn validate(&self) -> Result<(), CookieConfigError> {
-        let bad = |m: String| Err(CookieConfigError(m));
+    pub fn validate(&self) -> Result<(), crate::ConfigError> {
+        let bad = |field: &str, m: String| Err(crate::ConfigError::new("session cookie", field, m));
         let name = &self.cookie_name;
         if name.is_empty()
             || !name
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
         {
-            return bad(format!("{name:?} is not a valid cookie name"));
+            return bad(
+                "cookie_name",
+                format!("{name:?} is not a valid cookie name"),
+            );
         }
         if self.same_site == SameSite::None && !self.secure {
             return bad(
+                "same_site",
                 "SameSite=None requires Secure (browsers drop the cookie otherwise)".into(),
             );
         }
         let lower = name.to_ascii_lowercase();
         if lower.starts_with("__secure-") && !self.secure {
-            return bad(format!(
-                "the cookie {name:?} (prefix __Secure-) requires Secure"
-            ));
+            return bad(
+                "secure",
+                format!("the cookie {name:?} (prefix __Secure-) requires Secure"),
+            );
         }
         if lower.starts_with("__host-") {
             if !self.secure {
-                return bad(format!(
-                    "the cookie {name:?} (prefix __Host-) requires Secure"
-                ));
+                return bad(
+                    "secure",
+                    format!("the cookie {name:?} (prefix __Host-) requires Secure"),
+                );
             }
             if self.path != "/" {
-                return bad(format!(
-                    "the cookie {name:?} (prefix __Host-) requires Path=/"
-                ));
+                return bad(
+                    "path",
+                    format!("the cookie {name:?} (prefix __Host-) requires Path=/"),
+                );
             }
             if self.domain.is_some() {
-                return bad(format!(
-                    "the cookie {name:?} (prefix __Host-) must not set Domain"
-                ));
+                return bad(
+                    "domain",
+                    format!("the cookie {name:?} (prefix __Host-) must not set Domain"),
+                );
             }
         }
         let unsafe_char = |v: &str| {
@@ -286,10 +289,13 @@ impl SessionConfig {
                 .any(|b| b == b';' || b == b',' || b <= b' ' || b == 0x7f)
         };
         if !self.path.starts_with('/') || unsafe_char(&self.path) {
-            return bad(format!(
-                "path {:?} must start with / and hold no ; , space or control characters",
-                self.path
-            ));
+            return bad(
+                "path",
+                format!(
+                    "path {:?} must start with / and hold no ; , space or control characters",
+                    self.path
+                ),
+            );
         }
         if let Some(d) = &self.domain {
             let d = d.strip_prefix('.').unwrap_or(d);
@@ -298,11 +304,14 @@ impl SessionConfig {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
             {
-                return bad(format!("domain {d:?} is not a host name"));
+                return bad("domain", format!("domain {d:?} is not a host name"));
             }
         }
         if self.limits.max_bytes == 0 || self.limits.max_keys == 0 {
-            return bad("the session size caps must be greater than zero".into());
+            return bad(
+                "limits",
+                "the session size caps must be greater than zero".into(),
+            );
         }
         Ok(())
     }

@@ -66,6 +66,7 @@
 
 mod backend;
 pub mod clock;
+mod config_error;
 pub mod cost;
 mod error;
 mod expiry;
@@ -88,18 +89,19 @@ mod token;
 pub use backend::{
     CLIENT_BYTES_BUCKETS, CoreCounters, Counters, Metric, MetricKind, SessionBackend,
 };
+pub use config_error::ConfigError;
 /// The `SameSite` cookie attribute values, for [`SessionConfig::same_site`].
 #[cfg(feature = "axum")]
 pub use cookie::SameSite;
 pub use error::{BoxError, SessionError, TokenError};
-pub use expiry::{ExpiryPolicy, PolicyError};
+pub use expiry::ExpiryPolicy;
 pub use histogram::{Histogram, HistogramSnapshot};
 pub use id::{SESSION_ID_LEN, SessionId, fill_random};
 pub use keys::{KeyError, KeyRing, MIN_SECRET_LEN, Secret};
 #[cfg(feature = "axum")]
 pub use layer::{
-    CookieConfigError, MAX_SET_COOKIE_LEN, MissingSessionLayer, OriginCheck, RETRY_AFTER_SECS,
-    STALE_HEADER, SessionConfig, SessionLayer, SessionService, TokenTransport,
+    MAX_SET_COOKIE_LEN, MissingSessionLayer, OriginCheck, RETRY_AFTER_SECS, STALE_HEADER,
+    SessionConfig, SessionLayer, SessionService, TokenTransport,
 };
 pub use memory::MemoryBackend;
 pub use record::{

@@ -59,6 +59,7 @@ pub const SHUTDOWN_LINGER: Duration = Duration::from_secs(1);
 /// The defaults suit a public web app: `5s` to send a request head, `30s` per request, `60s`
 /// without any I/O, `1024` connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ServeLimits {
     /// Longest wait for a complete request head (request line and headers), from the moment the
     /// connection opened or the previous response on it finished.
@@ -82,24 +83,12 @@ impl Default for ServeLimits {
     }
 }
 
-/// A [`ServeLimits`] value that cannot work (a zero timeout or connection cap).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid serve limit `{field}`: {problem}")]
-pub struct LimitsError {
-    /// The offending field.
-    pub field: &'static str,
-    /// What is wrong with it.
-    pub problem: &'static str,
-}
-
 impl ServeLimits {
     /// Checks that every timeout and the connection cap are non-zero, and that the cap fits a
     /// semaphore.
-    pub fn validate(&self) -> Result<(), LimitsError> {
-        let zero = |field| LimitsError {
-            field,
-            problem: "must be greater than zero",
-        };
+    pub fn validate(&self) -> Result<(), crate::ConfigError> {
+        let zero =
+            |field| crate::ConfigError::new("serve limit", field, "must be greater than zero");
         if self.header_read_timeout.is_zero() {
             return Err(zero("header_read_timeout"));
         }
@@ -113,10 +102,11 @@ impl ServeLimits {
             return Err(zero("max_connections"));
         }
         if self.max_connections > 1 << 20 {
-            return Err(LimitsError {
-                field: "max_connections",
-                problem: "must be at most 1048576",
-            });
+            return Err(crate::ConfigError::new(
+                "serve limit",
+                "max_connections",
+                "must be at most 1048576",
+            ));
         }
         Ok(())
     }

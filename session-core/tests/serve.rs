@@ -61,11 +61,9 @@ fn client() -> reqwest::Client {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_connections_are_closed_after_the_header_timeout_and_others_are_served() {
     let header = Duration::from_secs(2);
-    let (addr, _stop) = start(ServeLimits {
-        header_read_timeout: header,
-        ..ServeLimits::default()
-    })
-    .await;
+    let mut limits = ServeLimits::default();
+    limits.header_read_timeout = header;
+    let (addr, _stop) = start(limits).await;
     let opened = Instant::now();
     let mut slow = Vec::new();
     for _ in 0..300 {
@@ -105,12 +103,10 @@ async fn slowloris_connections_are_closed_after_the_header_timeout_and_others_ar
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_connection_cap_holds_and_frees_up() {
     let header = Duration::from_secs(1);
-    let (addr, _stop) = start(ServeLimits {
-        header_read_timeout: header,
-        max_connections: 20,
-        ..ServeLimits::default()
-    })
-    .await;
+    let mut limits = ServeLimits::default();
+    limits.header_read_timeout = header;
+    limits.max_connections = 20;
+    let (addr, _stop) = start(limits).await;
     let mut slow = Vec::new();
     for _ in 0..20 {
         slow.push(slow_client(addr).await);
@@ -136,13 +132,11 @@ async fn the_connection_cap_holds_and_frees_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_body_gets_408_and_a_silent_connection_is_closed() {
-    let (addr, _stop) = start(ServeLimits {
-        request_timeout: Duration::from_secs(1),
-        header_read_timeout: Duration::from_secs(10),
-        idle_timeout: Duration::from_millis(1500),
-        ..ServeLimits::default()
-    })
-    .await;
+    let mut limits = ServeLimits::default();
+    limits.request_timeout = Duration::from_secs(1);
+    limits.header_read_timeout = Duration::from_secs(10);
+    limits.idle_timeout = Duration::from_millis(1500);
+    let (addr, _stop) = start(limits).await;
     // A body announced as 100 bytes, of which 5 arrive.
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nhello")

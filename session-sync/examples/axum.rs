@@ -54,11 +54,9 @@ async fn backend(keys: &KeyRing) -> Result<Arc<dyn SessionBackend>, Box<dyn std:
         #[cfg(feature = "instantcopy")]
         "instantcopy" => {
             use session_sync::instantcopy::{Config, InstantCopyNode, NodeId};
-            let mut config = Config {
-                node_id: NodeId(env_or("NODE_ID", "1").parse()?),
-                cluster_addr: env_or("CLUSTER_ADDR", "127.0.0.1:7001").parse()?,
-                ..Config::default()
-            };
+            let mut config = Config::default();
+            config.node_id = NodeId(env_or("NODE_ID", "1").parse()?);
+            config.cluster_addr = env_or("CLUSTER_ADDR", "127.0.0.1:7001").parse()?;
             if let Ok(seeds) = std::env::var("SEEDS") {
                 config.seeds = seeds.split(',').map(|s| s.trim().to_owned()).collect();
             }
@@ -86,10 +84,8 @@ async fn backend(keys: &KeyRing) -> Result<Arc<dyn SessionBackend>, Box<dyn std:
         #[cfg(feature = "redis")]
         "redis" => {
             use session_sync::redis::{RedisBackend, RedisConfig};
-            let config = RedisConfig {
-                url: Some(env_or("REDIS_URL", "redis://127.0.0.1:6379")),
-                ..RedisConfig::default()
-            };
+            let mut config = RedisConfig::default();
+            config.url = Some(env_or("REDIS_URL", "redis://127.0.0.1:6379"));
             Ok(Arc::new(RedisBackend::connect(config, policy, keys).await?))
         }
         other => Err(format!(

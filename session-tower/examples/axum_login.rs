@@ -33,14 +33,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let keys = KeyRing::generate();
     let mut nodes = Vec::new();
     for i in 0..3u16 {
-        let config = Config {
-            node_id: NodeId(i + 1),
-            cluster_addr: format!("127.0.0.1:{}", cluster_port + i).parse()?,
-            seeds: vec![format!("127.0.0.1:{cluster_port}")],
-            replication: Replication::Backups(1),
-            ack: Ack::One,
-            ..Config::default()
-        };
+        let mut config = Config::default();
+        config.node_id = NodeId(i + 1);
+        config.cluster_addr = format!("127.0.0.1:{}", cluster_port + i).parse()?;
+        config.seeds = vec![format!("127.0.0.1:{cluster_port}")];
+        config.replication = Replication::Backups(1);
+        config.ack = Ack::One;
         nodes.push(InstantCopyNode::start(config, ExpiryPolicy::default(), &keys).await?);
     }
     let mut servers = Vec::new();
