@@ -73,8 +73,8 @@ enum Cmd {
         log: String,
     },
     /// Moved: the measured comparison is `bench table1` (this forwards to the `bench`
-    /// binary built next to this one, with the same arguments).
-    #[command(hide = true)]
+    /// binary built next to this one, with the same arguments, `--help` included).
+    #[command(hide = true, disable_help_flag = true)]
     Compare {
         /// The arguments of `bench table1`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]

@@ -8,13 +8,13 @@ use super::{Scheme, Table1Options};
 /// The arguments of `bench table1`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
-    /// Nodes per cluster [default: 3, --quick: 2].
+    /// Nodes per cluster (default: 3, --quick: 2).
     #[arg(long)]
     pub nodes: Option<usize>,
-    /// Concurrent virtual users [default: 50, --quick: 4].
+    /// Concurrent virtual users (default: 50, --quick: 4).
     #[arg(long)]
     pub users: Option<usize>,
-    /// Workload requests per scheme [default: 100000, --quick: 120].
+    /// Workload requests per scheme (default: 100000, --quick: 120).
     #[arg(long)]
     pub requests: Option<usize>,
     /// Directory for results.json, results.md and the charts.
@@ -27,25 +27,25 @@ pub struct Args {
     /// Small numbers, for a smoke run in seconds.
     #[arg(long)]
     pub quick: bool,
-    /// Schemes to run, comma-separated [default: all of instantcopy-all, instantcopy-k1,
-    /// cookie, sql, redis].
+    /// Schemes to run, comma-separated (default: all of instantcopy-all, instantcopy-k1,
+    /// cookie, sql, redis).
     #[arg(long, value_delimiter = ',')]
     pub schemes: Option<Vec<Scheme>>,
-    /// Cluster sizes of the all-vs-k=1 scaling runs, comma-separated [default: 2,4,8,
-    /// --quick: 2,4]; 0 skips them.
+    /// Cluster sizes of the all-vs-k=1 scaling runs, comma-separated (default: 2,4,8,
+    /// --quick: 2,4); 0 skips them.
     #[arg(long, value_delimiter = ',')]
     pub scaling_nodes: Option<Vec<usize>>,
-    /// Requests per scaling run [default: 20000, --quick: 60].
+    /// Requests per scaling run (default: 20000, --quick: 60).
     #[arg(long)]
     pub scaling_requests: Option<usize>,
-    /// Virtual users per scaling run [default: 20, --quick: 4].
+    /// Virtual users per scaling run (default: 20, --quick: 4).
     #[arg(long)]
     pub scaling_users: Option<usize>,
-    /// PostgreSQL for the SQL scheme [default: DATABASE_URL, else
-    /// postgres://postgres@127.0.0.1:5432/postgres].
+    /// PostgreSQL for the SQL scheme (default: DATABASE_URL, else
+    /// postgres://postgres@127.0.0.1:5432/postgres).
     #[arg(long)]
     pub database_url: Option<String>,
-    /// Redis for the Redis scheme [default: REDIS_URL, else redis://127.0.0.1:6379].
+    /// Redis for the Redis scheme (default: REDIS_URL, else redis://127.0.0.1:6379).
     #[arg(long)]
     pub redis_url: Option<String>,
     /// Seed of the workload's random choices.
