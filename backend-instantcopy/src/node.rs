@@ -128,7 +128,8 @@ impl Shared {
     }
 
     /// Session updates never sent because their encoding alone exceeds `max_body_bytes`
-    /// (`oversized_updates_total`).
+    /// (`oversized_updates_total`; read by white-box tests, exported through the counters).
+    #[cfg(feature = "testing")]
     pub fn oversized_updates(&self) -> u64 {
         self.replicator.oversized.get()
     }

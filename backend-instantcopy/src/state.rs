@@ -293,6 +293,7 @@ impl SessionState {
 
     /// Approximate heap bytes held (for memory accounting): keys and values, their stamps,
     /// and removed keys.
+    #[cfg(feature = "testing")]
     pub fn heap_bytes(&self) -> usize {
         self.record.data.payload_len()
             + self.stamps.len() * std::mem::size_of::<PackedStamp>()
@@ -641,6 +642,7 @@ impl SessionState {
     }
 
     /// Keys, values and stamps in a canonical form (for comparing copies in tests).
+    #[cfg(feature = "testing")]
     pub fn fingerprint(&self) -> String {
         let full = self.to_wire_full();
         let mut entries = full.entries;

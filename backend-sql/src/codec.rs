@@ -11,7 +11,9 @@
 //!   precision). As strings they pass through byte for byte, and every key works (no JSON-path
 //!   quoting of arbitrary keys is ever needed).
 
-use session_core::{Delta, RawJson, RawJsonStr, SessionData};
+use session_core::{Delta, SessionData};
+#[cfg(feature = "sqlite")]
+use session_core::{RawJson, RawJsonStr};
 
 /// Why stored data could not be decoded (the row is then treated as corrupt).
 #[derive(Debug, thiserror::Error)]

@@ -1,4 +1,4 @@
-//! SQLite: sessions as a JSON object of JSON-text strings (see [`codec`](crate::codec)), each
+//! SQLite: sessions as a JSON object of JSON-text strings (see [`codec`]), each
 //! delta applied by one `UPDATE` that rebuilds the object with `json_each`/`json_group_object`.
 
 use std::str::FromStr;

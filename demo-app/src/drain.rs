@@ -58,13 +58,13 @@ const ALWAYS: &[&str] = &["/healthz", "/readyz", "/metrics", "/status.json"];
 
 /// The layer.
 #[derive(Clone, Debug)]
-pub struct DrainLayer {
+pub(crate) struct DrainLayer {
     state: Arc<DrainState>,
 }
 
 impl DrainLayer {
     /// Guards requests with `state`.
-    pub fn new(state: Arc<DrainState>) -> Self {
+    pub(crate) fn new(state: Arc<DrainState>) -> Self {
         DrainLayer { state }
     }
 }
@@ -81,7 +81,7 @@ impl<S> Layer<S> for DrainLayer {
 
 /// The service [`DrainLayer`] wraps around the app.
 #[derive(Clone, Debug)]
-pub struct DrainGuard<S> {
+pub(crate) struct DrainGuard<S> {
     inner: S,
     state: Arc<DrainState>,
 }
@@ -106,7 +106,7 @@ fn shutting_down() -> Response {
 
 /// Decrements the in-flight count when the request is done (or dropped).
 #[derive(Debug)]
-pub struct InFlight(Arc<DrainState>);
+pub(crate) struct InFlight(Arc<DrainState>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {

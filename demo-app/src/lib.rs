@@ -24,10 +24,10 @@ pub mod app;
 pub mod backends;
 pub mod cluster;
 pub mod config;
-pub mod drain;
-pub mod metrics;
-pub mod status;
-pub mod track;
+mod drain;
+mod metrics;
+mod status;
+mod track;
 
 use std::future::Future;
 use std::sync::Arc;

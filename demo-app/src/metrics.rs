@@ -148,7 +148,7 @@ impl HttpMetrics {
 }
 
 /// Encodes the whole exposition for one scrape.
-pub fn render(state: &AppState) -> Result<String, std::fmt::Error> {
+pub(crate) fn render(state: &AppState) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Scrape {
         counters: state.backend.session.counters(),

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use crate::app::AppState;
 
 /// The node's status as JSON.
-pub fn snapshot(state: &AppState) -> Value {
+pub(crate) fn snapshot(state: &AppState) -> Value {
     let counters = state.backend.session.counters();
     let held = counters
         .extra
@@ -68,7 +68,7 @@ fn escape(s: &str) -> String {
 
 /// The HTML page: rendered on the server, then refreshed every two seconds from
 /// `/status.json`.
-pub fn page(state: &AppState) -> String {
+pub(crate) fn page(state: &AppState) -> String {
     let s = snapshot(state);
     let peers = s["peers"].as_array().cloned().unwrap_or_default();
     let peer_rows: String = if peers.is_empty() {

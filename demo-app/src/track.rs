@@ -23,13 +23,13 @@ use crate::metrics::HttpMetrics;
 /// Records each response's latency and status class under its route template (`"other"` for
 /// requests no route matched).
 #[derive(Clone, Debug)]
-pub struct TrackLayer {
+pub(crate) struct TrackLayer {
     metrics: Arc<HttpMetrics>,
 }
 
 impl TrackLayer {
     /// Records into `metrics`.
-    pub fn new(metrics: Arc<HttpMetrics>) -> Self {
+    pub(crate) fn new(metrics: Arc<HttpMetrics>) -> Self {
         TrackLayer { metrics }
     }
 }
@@ -47,7 +47,7 @@ impl<S> Layer<S> for TrackLayer {
 
 /// The service [`TrackLayer`] wraps around each route.
 #[derive(Clone, Debug)]
-pub struct Track<S> {
+pub(crate) struct Track<S> {
     inner: S,
     metrics: Arc<HttpMetrics>,
 }
