@@ -7,6 +7,9 @@
 //! *cluster safe* once every session this node leads has all its live copies and nothing is
 //! left to repair. A node serves requests in every phase but `stopped`; readiness only says
 //! when the next node of a rolling restart may go.
+//!
+//! Past 600 lines because it is one state machine (start checks, initial sync, repair, drain) over
+//! one per-peer sync record; split by phase, each file would need all of that state.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;

@@ -9,6 +9,8 @@
 //! order, duplicated or delayed, end identical (property-tested below, and fuzzed on arbitrary
 //! updates). Writes to *different* keys never conflict; concurrent writes to the *same* key
 //! resolve deterministically and are counted as conflicts.
+//!
+//! Past 600 lines because the merge and its property tests (the last third) belong together.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

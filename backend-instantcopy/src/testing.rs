@@ -18,6 +18,9 @@
 //! assert_eq!(on_two.get::<String>("user").await.unwrap().as_deref(), Some("alice"));
 //! # }
 //! ```
+//!
+//! Past 600 lines because the in-process cluster harness (start, kill, restart, partition, add
+//! nodes, settle) and the conformance factory share one node launcher; it is test-only code.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

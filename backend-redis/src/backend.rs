@@ -1,4 +1,7 @@
 //! `RedisBackend`: the `SessionBackend` implementation.
+//!
+//! Past 600 lines because each `SessionBackend` method is one scripted Redis operation with its
+//! Redis Cluster variant, and the scripts' callers read best beside each other.
 
 use std::fmt;
 use std::sync::Arc;

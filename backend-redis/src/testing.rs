@@ -16,6 +16,9 @@
 //!     .assert_passed();
 //! # Ok(()) }
 //! ```
+//!
+//! Past 600 lines because it starts and stops a throwaway Redis Cluster for the tests (config
+//! files, slots, readiness) beside the factory and the key-prefix cleanup.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

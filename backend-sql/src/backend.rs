@@ -1,5 +1,8 @@
 //! [`SqlBackend`]: the [`SessionBackend`] implementation over a [`Store`], with retries,
 //! timeouts, counters, corrupt-row handling and the cleanup task.
+//!
+//! Past 600 lines because the retry and timeout wrapper, the call counters, corrupt-row handling
+//! and the cleanup task all serve this one `SessionBackend` implementation.
 
 use std::collections::HashSet;
 use std::future::Future;

@@ -8,6 +8,8 @@
 //! The load is a set of simulated users behind a non-sticky balancer: each logs in on a random
 //! node, reads its profile, adds to and reads its cart on random nodes, then logs out or walks
 //! away (its session then expires and is swept).
+//!
+//! Past 600 lines with its tests (the last sixth).
 
 use std::fmt::Write as _;
 use std::io::Write as _;

@@ -1,5 +1,8 @@
 //! Configuration: a TOML file (or the embedded default) overridden by environment variables,
 //! and the secrets, which only ever come from the environment or a file.
+//!
+//! Past 600 lines because each setting's documentation, default and validation sit beside its
+//! field (this file is the configuration reference); the last fifth is its tests.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -1,5 +1,8 @@
 //! axum integration: a tower [`Layer`] that gives every request a lazy [`Session`] and writes it
 //! back after the handler, and the [`Session`] extractor.
+//!
+//! Past 600 lines because the layer, its configuration with the cookie-rule validation, the token
+//! transports and the extractor are one request path; the last fifth is its tests.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -1,5 +1,7 @@
 //! The per-request session handle: lazy loading, a delta of writes, and the commit that writes
 //! back only what changed.
+//!
+//! Past 600 lines with its tests (the last fifth).
 
 use std::sync::Arc;
 

@@ -1,5 +1,8 @@
 //! The checks of the conformance suite, one `async fn` each; the table in the parent module
 //! names them and says when each applies.
+//!
+//! Past 600 lines because it is the suite's checks, one `async fn` each (over twenty); the helpers
+//! at the top are shared by all of them.
 
 use std::fmt;
 use std::sync::Arc;
