@@ -52,15 +52,16 @@ impl fmt::Display for Replication {
 }
 
 impl std::str::FromStr for Replication {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
         if s.eq_ignore_ascii_case("all") {
             return Ok(Replication::All);
         }
         match s.parse::<u8>() {
             Ok(k) if (1..=MAX_BACKUPS).contains(&k) => Ok(Replication::Backups(k)),
-            _ => Err(format!(
-                "replication must be \"all\" or a number of backups from 1 to {MAX_BACKUPS}, got {s:?}"
+            _ => Err(bad(
+                "replication",
+                format!("must be \"all\" or a number of backups from 1 to {MAX_BACKUPS}, got {s:?}"),
             )),
         }
     }
@@ -111,13 +112,13 @@ impl fmt::Display for Ack {
 }
 
 impl std::str::FromStr for Ack {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
         match s.to_ascii_lowercase().as_str() {
             "async" => Ok(Ack::Async),
             "one" => Ok(Ack::One),
             "all" => Ok(Ack::All),
-            _ => Err(format!("ack must be async, one or all, got {s:?}")),
+            _ => Err(bad("ack", format!("must be async, one or all, got {s:?}"))),
         }
     }
 }

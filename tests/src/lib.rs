@@ -1,7 +1,9 @@
 //! Shared pieces of the cross-backend integration tests.
 //!
-//! The test files under `tests/tests/` run the session-core conformance suite against every
-//! backend side by side and check the deployment files; this library holds what they share.
+//! The test files under `tests/tests/` check what spans crates (the deployment files against
+//! the defaults, telemetry across backends, the test command's tool and disk checks); each
+//! backend crate runs the session-core conformance suite itself. This library holds what they
+//! share.
 //!
 //! ```
 //! let prefix = tests::isolated("doc");
