@@ -14,8 +14,9 @@ use axum::body::Body;
 use axum::routing::post;
 use backend_sql::testing::{PgTestSchema, test_config};
 use backend_sql::{SqlBackend, SqlConfig};
-use common::{Db, Proxy, assert_unavailable, backend, create, metric, pg_addr, with_host_port};
+use common::{Db, assert_unavailable, backend, create, metric, pg_addr};
 use serde_json::json;
+use session_core::testing::{TcpProxy, with_host_port};
 use session_core::testing::{database_url, unique_name};
 use session_core::{
     Delta, ExpiryPolicy, KeyRing, RawJson, Session, SessionBackend, SessionConfig, SessionError,
@@ -84,7 +85,7 @@ async fn add_to_cart(app: &Router, cookie: Option<&str>) -> (http::StatusCode, O
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_is_unavailable_sets_no_cookie_and_the_pool_recovers() {
     let db = Db::pg();
-    let proxy = Proxy::start(pg_addr()).await;
+    let proxy = TcpProxy::start(pg_addr()).await.unwrap();
     let mut config = db.config("outage");
     config.url = with_host_port(&config.url, "127.0.0.1", proxy.addr.port());
     config.acquire_timeout = Duration::from_millis(500);
@@ -111,7 +112,7 @@ async fn an_outage_is_unavailable_sets_no_cookie_and_the_pool_recovers() {
     assert_eq!(cookie, None, "a cookie for a session that was never stored");
     assert!(metric(&b.counters(), "unavailable_errors", None) >= 9.0);
 
-    proxy.up().await;
+    proxy.up().await.unwrap();
     let l = b
         .load(&token)
         .await

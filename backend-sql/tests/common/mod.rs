@@ -13,9 +13,6 @@ use session_core::{
     Commit, Counters, ExpiryPolicy, KeyRing, Session, SessionBackend, SessionError,
 };
 use sqlx::AssertSqlSafe;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Mutex;
-use tokio::task::JoinHandle;
 
 /// Where a test's tables live.
 pub enum Db {
@@ -136,18 +133,6 @@ pub fn assert_unavailable<T: std::fmt::Debug>(r: Result<T, SessionError>) {
     }
 }
 
-/// `url` with its host and port replaced.
-pub fn with_host_port(url: &str, host: &str, port: u16) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap();
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    let userinfo = authority.rsplit_once('@').map(|(u, _)| format!("{u}@"));
-    format!(
-        "{scheme}://{}{host}:{port}{tail}",
-        userinfo.unwrap_or_default()
-    )
-}
-
 /// PostgreSQL's address from `DATABASE_URL`.
 pub fn pg_addr() -> SocketAddr {
     let opts = sqlx::postgres::PgConnectOptions::from_str(&database_url()).unwrap();
@@ -156,72 +141,4 @@ pub fn pg_addr() -> SocketAddr {
         h => h,
     };
     format!("{host}:{}", opts.get_port()).parse().unwrap()
-}
-
-/// A TCP proxy in front of a server: `down()` closes the port and cuts every connection (the
-/// server is "down" for the client), `up()` opens the same port again.
-pub struct Proxy {
-    pub addr: SocketAddr,
-    target: SocketAddr,
-    task: Mutex<Option<JoinHandle<()>>>,
-}
-
-impl Proxy {
-    pub async fn start(target: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        Proxy {
-            addr,
-            target,
-            task: Mutex::new(Some(Self::serve(listener, target))),
-        }
-    }
-
-    fn serve(listener: TcpListener, target: SocketAddr) -> JoinHandle<()> {
-        tokio::spawn(async move {
-            let mut conns = tokio::task::JoinSet::new();
-            loop {
-                tokio::select! {
-                    accepted = listener.accept() => {
-                        let Ok((mut inbound, _)) = accepted else { continue };
-                        conns.spawn(async move {
-                            if let Ok(mut outbound) = TcpStream::connect(target).await {
-                                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                            }
-                        });
-                    }
-                    Some(_) = conns.join_next(), if !conns.is_empty() => {}
-                }
-            }
-        })
-    }
-
-    /// Closes the listening port and every proxied connection.
-    pub async fn down(&self) {
-        if let Some(task) = self.task.lock().await.take() {
-            task.abort();
-            let _ = task.await;
-        }
-    }
-
-    /// Listens on the same port again.
-    pub async fn up(&self) {
-        let mut task = self.task.lock().await;
-        if task.is_some() {
-            return;
-        }
-        let mut tries = 0;
-        let listener = loop {
-            match TcpListener::bind(self.addr).await {
-                Ok(l) => break l,
-                Err(e) if tries < 50 => {
-                    tries += 1;
-                    eprintln!("rebinding {}: {e}", self.addr);
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                }
-                Err(e) => panic!("could not rebind the proxy port {}: {e}", self.addr),
-            }
-        };
-        *task = Some(Self::serve(listener, self.target));
-    }
 }
