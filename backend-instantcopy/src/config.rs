@@ -61,7 +61,9 @@ impl std::str::FromStr for Replication {
             Ok(k) if (1..=MAX_BACKUPS).contains(&k) => Ok(Replication::Backups(k)),
             _ => Err(bad(
                 "replication",
-                format!("must be \"all\" or a number of backups from 1 to {MAX_BACKUPS}, got {s:?}"),
+                format!(
+                    "must be \"all\" or a number of backups from 1 to {MAX_BACKUPS}, got {s:?}"
+                ),
             )),
         }
     }
