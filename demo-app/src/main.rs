@@ -245,22 +245,50 @@ async fn cluster(spec: ClusterSpec) -> Result<(), String> {
 }
 
 /// `demo-app compare` from before the comparison moved to the bench crate: runs the `bench`
-/// binary next to this one as `bench table1 ARGS` (replacing this process), or says how to
-/// build it.
+/// binary next to this one as `bench table1 ARGS` (replacing this process). Under `cargo run`
+/// (which sets `CARGO`) a missing `bench` is built first, into the same target directory and
+/// profile; otherwise the error says how to build it.
 fn forward_to_bench_table1(args: Vec<std::ffi::OsString>) -> Result<(), String> {
     use std::os::unix::process::CommandExt as _;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
     let bench = exe.with_file_name("bench");
     if !bench.exists() {
-        return Err(format!(
-            "the comparison moved to the bench crate and {} is not built: run \
-             `cargo run --release -p bench -- table1` (same arguments as `demo-app compare`)",
-            bench.display()
-        ));
+        build_bench(&exe)?;
     }
     let err = std::process::Command::new(&bench)
         .arg("table1")
         .args(args)
         .exec();
     Err(format!("running {}: {err}", bench.display()))
+}
+
+/// Builds the `bench` binary next to `exe` (`<target>/<profile>/demo-app`) with the cargo
+/// that ran this one.
+fn build_bench(exe: &std::path::Path) -> Result<(), String> {
+    let how = "the comparison moved to the bench crate: run `cargo run --release -p bench -- \
+               table1` (same arguments as `demo-app compare`)";
+    let cargo = std::env::var_os("CARGO").ok_or_else(|| how.to_owned())?;
+    let profile_dir = exe.parent().ok_or_else(|| how.to_owned())?;
+    let target_dir = profile_dir.parent().ok_or_else(|| how.to_owned())?;
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let mut build = std::process::Command::new(cargo);
+    build
+        .args(["build", "-p", "bench", "--bin", "bench", "--manifest-path"])
+        .arg(&workspace)
+        .arg("--target-dir")
+        .arg(target_dir);
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        build.arg("--release");
+    }
+    eprintln!(
+        "building bench (the comparison moved there) into {}",
+        target_dir.display()
+    );
+    let status = build
+        .status()
+        .map_err(|e| format!("running cargo build -p bench: {e}; {how}"))?;
+    if !status.success() {
+        return Err(format!("building bench failed ({status}); {how}"));
+    }
+    Ok(())
 }
