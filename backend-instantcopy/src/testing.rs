@@ -351,6 +351,20 @@ impl InProcessCluster {
         report
     }
 
+    /// Starts node `i` from its current config on `listener`, with empty memory.
+    async fn relaunch(&self, i: usize, listener: std::net::TcpListener) -> Result<(), String> {
+        let r = launch(
+            self.config(i),
+            self.policy,
+            self.token_keys(i),
+            self.keys.clone(),
+            listener,
+        )
+        .await?;
+        *self.slot(i).lock() = Some(r);
+        Ok(())
+    }
+
     /// Starts node `i` again on its old port, with empty memory.
     pub async fn restart(&self, i: usize) -> Result<(), String> {
         let addr = self.config(i).cluster_addr;
@@ -372,16 +386,7 @@ impl InProcessCluster {
             }
         };
         listener.set_nonblocking(true).map_err(|e| e.to_string())?;
-        let r = launch(
-            self.config(i),
-            self.policy,
-            self.token_keys(i),
-            self.keys.clone(),
-            listener,
-        )
-        .await?;
-        *self.slot(i).lock() = Some(r);
-        Ok(())
+        self.relaunch(i, listener).await
     }
 
     /// Starts node `i` again, with empty memory, on a new port (a pod rescheduled with a new
@@ -400,16 +405,7 @@ impl InProcessCluster {
             c.members = Vec::new();
             c.seeds = seeds;
         });
-        let r = launch(
-            self.config(i),
-            self.policy,
-            self.token_keys(i),
-            self.keys.clone(),
-            listener,
-        )
-        .await?;
-        *self.slot(i).lock() = Some(r);
-        Ok(())
+        self.relaunch(i, listener).await
     }
 
     /// Adds and starts a new node (the next id) whose only seed is node `seed_of`'s address.

@@ -181,16 +181,7 @@ impl BackendFactory for RedisFactory {
         nodes.push(Arc::new(connect(proxied, policy, keys).await?));
         Ok(Harness::of(nodes)
             .with_rebuild(rebuild_hook(self.config.clone(), policy))
-            .with_outage(Arc::new(move |down| {
-                let proxy = proxy.clone();
-                Box::pin(async move {
-                    if down {
-                        proxy.down().await;
-                    } else if let Err(e) = proxy.up().await {
-                        eprintln!("the outage proxy did not come back: {e}");
-                    }
-                })
-            })))
+            .with_outage(proxy.outage()))
     }
 
     async fn teardown(&self) {

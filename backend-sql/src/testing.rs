@@ -228,16 +228,7 @@ impl BackendFactory for PostgresFactory {
         harness.nodes.extend(last.nodes);
         // The rebuilt nodes connect directly: only the outage check needs the proxy.
         harness.rebuild = Some(rebuild_hook(config, policy, self.nodes));
-        Ok(harness.with_outage(Arc::new(move |down| {
-            let proxy = proxy.clone();
-            Box::pin(async move {
-                if down {
-                    proxy.down().await;
-                } else if let Err(e) = proxy.up().await {
-                    eprintln!("the outage proxy did not come back: {e}");
-                }
-            })
-        })))
+        Ok(harness.with_outage(proxy.outage()))
     }
 
     async fn teardown(&self) {

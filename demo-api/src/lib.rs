@@ -58,7 +58,7 @@ pub struct AddItem {
 pub struct ApiError {
     status: StatusCode,
     message: String,
-    retry_after_secs: Option<u32>,
+    retry_after_secs: Option<u64>,
 }
 
 impl ApiError {
@@ -93,7 +93,7 @@ impl ApiError {
     }
 
     /// Adds `Retry-After: secs` to the answer.
-    pub fn with_retry_after(mut self, secs: u32) -> Self {
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
         self.retry_after_secs = Some(secs);
         self
     }
@@ -145,7 +145,7 @@ impl From<session_core::SessionError> for ApiError {
         };
         let error = ApiError::new(status, message);
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            error.with_retry_after(u32::try_from(session_core::RETRY_AFTER_SECS).unwrap_or(1))
+            error.with_retry_after(session_core::RETRY_AFTER_SECS)
         } else {
             error
         }

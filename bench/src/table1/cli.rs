@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use super::{Scheme, Table1Options};
 
 /// The arguments of `bench table1`.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, clap::Args)]
 pub struct Args {
     /// Nodes per cluster (default: 3, --quick: 2).
     #[arg(long)]
@@ -60,37 +60,29 @@ pub struct Args {
 impl Args {
     /// The comparison these arguments ask for.
     pub fn options(&self) -> Table1Options {
-        let Args {
-            nodes,
-            users,
-            requests,
-            quick,
-            schemes,
-            scaling_nodes,
-            scaling_requests,
-            scaling_users,
-            database_url,
-            redis_url,
-            seed,
-            ..
-        } = self.clone();
-        let mut opts = if quick {
+        let mut opts = if self.quick {
             Table1Options::quick()
         } else {
             Table1Options::full()
         };
-        opts.nodes = nodes.unwrap_or(opts.nodes);
-        opts.users = users.unwrap_or(opts.users);
-        opts.requests = requests.unwrap_or(opts.requests);
-        opts.schemes = schemes.unwrap_or(opts.schemes);
-        if let Some(sizes) = scaling_nodes {
-            opts.scaling_nodes = sizes.into_iter().filter(|n| *n != 0).collect();
+        opts.nodes = self.nodes.unwrap_or(opts.nodes);
+        opts.users = self.users.unwrap_or(opts.users);
+        opts.requests = self.requests.unwrap_or(opts.requests);
+        if let Some(schemes) = &self.schemes {
+            opts.schemes = schemes.clone();
         }
-        opts.scaling_requests = scaling_requests.unwrap_or(opts.scaling_requests);
-        opts.scaling_users = scaling_users.unwrap_or(opts.scaling_users);
-        opts.database_url = database_url.unwrap_or(opts.database_url);
-        opts.redis_url = redis_url.unwrap_or(opts.redis_url);
-        opts.seed = seed;
+        if let Some(sizes) = &self.scaling_nodes {
+            opts.scaling_nodes = sizes.iter().copied().filter(|n| *n != 0).collect();
+        }
+        opts.scaling_requests = self.scaling_requests.unwrap_or(opts.scaling_requests);
+        opts.scaling_users = self.scaling_users.unwrap_or(opts.scaling_users);
+        if let Some(url) = &self.database_url {
+            opts.database_url = url.clone();
+        }
+        if let Some(url) = &self.redis_url {
+            opts.redis_url = url.clone();
+        }
+        opts.seed = self.seed;
         opts
     }
 }
@@ -98,7 +90,12 @@ impl Args {
 /// Runs the comparison, prints the Markdown tables, writes `--out` (and splices `--readme`).
 pub async fn run(args: Args) -> Result<(), String> {
     let opts = args.options();
-    let (out, readme) = (args.out.clone(), args.readme.clone());
+    let Args {
+        out,
+        readme,
+        demo_bin,
+        ..
+    } = args;
     // Check the README before spending minutes measuring.
     let readme = match readme {
         Some(path) => {
@@ -109,7 +106,7 @@ pub async fn run(args: Args) -> Result<(), String> {
         }
         None => None,
     };
-    let exe = crate::targets::locate_demo(args.demo_bin.clone()).map_err(|e| e.to_string())?;
+    let exe = crate::targets::locate_demo(demo_bin).map_err(|e| e.to_string())?;
     let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut report = super::run(&exe, &opts, progress)
         .await

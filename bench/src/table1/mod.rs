@@ -67,8 +67,7 @@ pub use report::{
 pub use scrape::sum_by_name;
 pub use services::{check_postgres, check_redis, redact};
 pub use tables::{BEGIN_MARKER, END_MARKER, NoGeneratedBlock, generated_block, splice};
-#[allow(unused_imports)]
-use {generator::*, options::*, report::*, scrape::*, services::*};
+use {generator::*, scrape::*};
 
 /// Why `compare` stopped.
 #[derive(Debug, thiserror::Error)]
@@ -481,6 +480,7 @@ impl Drop for Interrupt {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+    use {options::*, report::*};
 
     #[test]
     fn schemes_parse_and_describe_themselves() {

@@ -4,6 +4,7 @@
 //! on the same port again.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
@@ -77,6 +78,22 @@ impl TcpProxy {
         };
         *task = Some(Self::serve(listener, self.target));
         Ok(())
+    }
+
+    /// The suite's outage switch for a harness whose last node reaches its store through this
+    /// proxy: `true` takes the proxy down, `false` brings it back (a failure to listen again is
+    /// reported on stderr; the next check then fails on its own).
+    pub fn outage(self: Arc<Self>) -> super::OutageFn {
+        Arc::new(move |down| {
+            let proxy = self.clone();
+            Box::pin(async move {
+                if down {
+                    proxy.down().await;
+                } else if let Err(e) = proxy.up().await {
+                    eprintln!("the outage proxy did not come back: {e}");
+                }
+            })
+        })
     }
 }
 
