@@ -82,6 +82,9 @@ impl SessionBackend for InstantCopyNode {
     }
 
     async fn save(&self, loaded: &Loaded, delta: &Delta) -> Result<Saved, SessionError> {
+        // Any near-cache copy is behind once the write goes out; a write forwarded to the
+        // holders puts the copy it leaves back when one of them has it (`save_remote`).
+        self.shared.forget_near(&loaded.record.id);
         let result: Result<Saved, SessionError> = async {
             let shared = &self.shared;
             let id = loaded.record.id;
@@ -142,8 +145,6 @@ impl SessionBackend for InstantCopyNode {
             })
         }
         .await;
-        // Any near-cache copy is behind now (or gone).
-        self.shared.forget_near(&loaded.record.id);
         self.shared.counters.write_result(result)
     }
 

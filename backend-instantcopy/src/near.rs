@@ -9,8 +9,12 @@
 //! how long another client's writes can go unseen here; never once the session's id is
 //! tombstoned (a logout or id cycle, broadcast to every member, is checked before the cache);
 //! and never past the copy's own deadlines. It is not a holder's copy: anti-entropy,
-//! rebalancing and drains ignore it. Any write or touch this node forwards for the session
-//! drops the entry, so the next read fetches the copy with the holders' new deadlines.
+//! rebalancing and drains ignore it. A write or touch this node forwards to the holders
+//! replaces the entry, once a holder acknowledged it, with the copy as the write left it (the
+//! version the client's new token names, the deadlines the holders computed the same way), so
+//! the client's next read here is local; a write this node makes as a holder, an id cycle or a
+//! destroy drops it. A copy that fell behind the token is refreshed from one holder first
+//! (see `read::fetch_remote`), the other only if that one does not have it in time.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +31,18 @@ pub(crate) struct Cached {
     pub(crate) placement: Placement,
     pub(crate) version: u64,
     pub(crate) fetched_at: u64,
+}
+
+/// What the cache has for a session at a token's version.
+#[derive(Debug)]
+pub(crate) enum Lookup {
+    /// A copy that may serve the read.
+    Fresh(Cached),
+    /// A copy, but too old for the token, past the TTL or expired: the holders answered for
+    /// this session recently, so a refresh asks one of them first.
+    Behind,
+    /// Nothing cached.
+    Absent,
 }
 
 /// Copies of sessions held elsewhere, at most `capacity`, each served for at most `ttl`.
@@ -54,15 +70,26 @@ impl NearCache {
 
     /// The cached copy of `id` if it is at least `version`, fetched less than the TTL ago and
     /// not past its deadlines at `now`.
-    pub(crate) fn get(&self, id: &SessionId, version: u64, now: u64) -> Option<Cached> {
-        let c = self.map.get(id)?;
+    pub(crate) fn lookup(&self, id: &SessionId, version: u64, now: u64) -> Lookup {
+        let Some(c) = self.map.get(id) else {
+            return Lookup::Absent;
+        };
         if c.version < version
             || now.saturating_sub(c.fetched_at) >= self.ttl_ms
             || c.record.is_expired(now)
         {
-            return None;
+            return Lookup::Behind;
         }
-        Some(c)
+        Lookup::Fresh(c)
+    }
+
+    /// [`lookup`](Self::lookup)'s copy, if it may serve.
+    #[cfg(test)]
+    fn get(&self, id: &SessionId, version: u64, now: u64) -> Option<Cached> {
+        match self.lookup(id, version, now) {
+            Lookup::Fresh(c) => Some(c),
+            Lookup::Behind | Lookup::Absent => None,
+        }
     }
 
     /// Keeps a fetched copy (replacing an older one; never a newer one by an older).
@@ -113,6 +140,11 @@ mod tests {
         assert!(c.get(&id, 5, 2_000).is_some());
         assert!(c.get(&id, 4, 2_000).is_some());
         assert!(c.get(&id, 6, 2_000).is_none(), "older than the token");
+        assert!(matches!(c.lookup(&id, 6, 2_000), Lookup::Behind));
+        assert!(matches!(
+            c.lookup(&SessionId::random(), 0, 2_000),
+            Lookup::Absent
+        ));
         assert!(c.get(&id, 5, 31_000).is_none(), "past the TTL");
         assert!(
             c.get(&id, 5, 1_000 + 61_000).is_none(),

@@ -18,6 +18,7 @@ use session_core::{Loaded, SessionError, SessionId, SessionRecord, now_millis};
 use crate::client::CallError;
 use crate::config::{NodeId, OnUnreachable, Replication};
 use crate::membership::Peer;
+use crate::near::Lookup;
 use crate::node::InstantCopyNode;
 use crate::placement;
 use crate::routing::Route;
@@ -117,6 +118,8 @@ impl InstantCopyNode {
             token_backups = ?route.backups,
             "read"
         );
+        // A near-cache copy too old for this token: a holder answered for the session recently.
+        let mut refresh = false;
         if let Some(copy) = &local {
             if copy.2 >= route.version {
                 if copy.1.owner != shared.config.node_id && !shared.members.is_up(copy.1.owner) {
@@ -134,21 +137,25 @@ impl InstantCopyNode {
             // Older than what this client already saw: replication is still in flight, or this
             // copy missed writes.
             shared.metrics.stale_copies.inc();
-        } else if let Some(near) = &shared.near
-            && let Some(c) = near.get(&id, route.version, now_millis())
-        {
-            // Not a holder, but a copy fetched recently is at least as new as the token.
-            shared.metrics.near_cache_hits.inc();
-            return Ok(Some(self.loaded_with(
-                token,
-                routing,
-                &route,
-                (c.record, c.placement, c.version),
-                rotated,
-            )));
+        } else if let Some(near) = &shared.near {
+            match near.lookup(&id, route.version, now_millis()) {
+                Lookup::Fresh(c) => {
+                    // Not a holder, but a copy fetched recently is at least as new as the token.
+                    shared.metrics.near_cache_hits.inc();
+                    return Ok(Some(self.loaded_with(
+                        token,
+                        routing,
+                        &route,
+                        (c.record, c.placement, c.version),
+                        rotated,
+                    )));
+                }
+                Lookup::Behind => refresh = true,
+                Lookup::Absent => {}
+            }
         }
         let fetched = self
-            .fetch_remote(id, &route, local.as_ref().map(|c| &c.1))
+            .fetch_remote(id, &route, local.as_ref().map(|c| &c.1), refresh)
             .await;
         if fetched.destroyed {
             shared.forget_near(&id);
@@ -402,38 +409,79 @@ impl InstantCopyNode {
     /// mid-request, which closed their pooled connections: every miss cost a fresh TCP
     /// connection that way (30,000 sockets in TIME-WAIT after a 60,000-request k=1 run).
     ///
-    /// Asking all holders at once costs k + 1 calls per miss where one usually suffices; a
-    /// hedged fetch (the next holder only after a short delay or a miss) would halve that,
-    /// but it also stops a read from noticing a crashed holder as a side effect, and a
-    /// takeover write right after a crash then waits for that holder's acknowledgement
-    /// (seen in the scale-down test). Not done here; the README's instant-copy section says
-    /// so.
+    /// Asking all holders at once costs k + 1 calls per miss where one usually suffices. It is
+    /// kept for a first fetch because the asks double as failure detection: a read notices a
+    /// crashed holder, and a takeover write right after a crash then does not wait for that
+    /// holder's acknowledgement (seen in the scale-down test when only one holder was asked).
+    /// A `refresh` (a near-cache copy fell behind the token, so the holders answered for the
+    /// session recently) is hedged instead: the first live holder alone, the others when it
+    /// fails, has no copy as new as the token, or has not answered within [`HEDGE_AFTER`].
     pub(crate) async fn fetch_remote(
         &self,
         id: SessionId,
         route: &Route,
         local: Option<&Placement>,
+        refresh: bool,
     ) -> Fetched {
         let shared = &self.shared;
         let (first, second) = self.candidates(&id, route, local);
         let mut out = Fetched::default();
         let mut asks: FuturesUnordered<Ask> = FuturesUnordered::new();
-        for wave in [first, second] {
+        for (round, wave) in [first, second].into_iter().enumerate() {
+            let mut peers: Vec<Arc<Peer>> = Vec::new();
             for n in wave {
                 match shared.members.get(n) {
-                    Some(p) if p.is_up() || !shared.members.is_gone(n) => {
-                        asks.push(start_ask(shared, p, id));
-                    }
+                    Some(p) if p.is_up() || !shared.members.is_gone(n) => peers.push(p),
                     Some(_) => {} // confirmed gone: nothing to ask
                     None if !shared.members.is_gone(n) => out.unreachable.push(n),
                     None => {}
                 }
             }
-            while let Some((peer, answer)) = asks.next().await {
+            let mut deferred = if refresh && round == 0 && peers.len() > 1 && peers[0].is_up() {
+                peers.split_off(1)
+            } else {
+                Vec::new()
+            };
+            for p in peers {
+                asks.push(start_ask(shared, p, id));
+            }
+            let hedge = tokio::time::sleep(HEDGE_AFTER);
+            tokio::pin!(hedge);
+            loop {
+                let next = if deferred.is_empty() {
+                    asks.next().await
+                } else {
+                    tokio::select! {
+                        next = asks.next() => next,
+                        () = &mut hedge => None,
+                    }
+                };
+                let Some((peer, answer)) = next else {
+                    if deferred.is_empty() {
+                        break;
+                    }
+                    // The first holder has not answered within the hedge delay.
+                    for p in deferred.drain(..) {
+                        asks.push(start_ask(shared, p, id));
+                    }
+                    continue;
+                };
+                let found = match &answer {
+                    Ok(FetchResponse::Found(w)) => SessionState::from_wire(w).map(|s| s.version()),
+                    _ => None,
+                };
+                let settles = matches!(&answer, Ok(FetchResponse::Destroyed))
+                    || found.is_some_and(|v| v >= route.version);
+                if !settles {
+                    // Failed, no copy, or one older than the token: the others may have it.
+                    for p in deferred.drain(..) {
+                        asks.push(start_ask(shared, p, id));
+                    }
+                }
                 match answer {
                     Ok(FetchResponse::Found(w)) => {
                         shared.observe(&w);
-                        let Some(v) = SessionState::from_wire(&w).map(|s| s.version()) else {
+                        let Some(v) = found else {
                             continue;
                         };
                         let better = out.best.as_ref().is_none_or(|(_, _, bv)| v > *bv);
@@ -466,6 +514,10 @@ impl InstantCopyNode {
         out
     }
 }
+
+/// How long a hedged refresh waits for the first holder before asking the others: well above
+/// a loopback or same-zone fetch under load (a few milliseconds), far below the fetch timeout.
+pub(crate) const HEDGE_AFTER: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// One fetch in flight: the peer asked and its answer.
 type Ask = std::pin::Pin<

@@ -347,8 +347,27 @@ impl InstantCopyNode {
         }
         self.replicate_need(Some(need), sends, true).await?;
         shared.counters.saved();
+        let version = stamp.time.max(route.version);
+        if let Some(near) = &shared.near {
+            // A holder has the write: the copy as it left it serves this client's next read
+            // here (its token names `version`). The holders computed the same deadlines.
+            let mut record = (*loaded.record).clone();
+            record.data.apply(delta);
+            record.last_access = w.last_access;
+            record.idle_deadline = w.idle_deadline;
+            record.version = version;
+            near.put(
+                record.id,
+                crate::near::Cached {
+                    record: Arc::new(record),
+                    placement: placement.clone(),
+                    version,
+                    fetched_at: now,
+                },
+            );
+        }
         Ok(Saved {
-            token: self.token(&loaded.record.id, &placement, stamp.time.max(route.version))?,
+            token: self.token(&loaded.record.id, &placement, version)?,
             expires_at: w.idle_deadline.min(w.absolute_deadline),
         })
     }

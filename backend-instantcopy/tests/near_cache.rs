@@ -78,9 +78,20 @@ async fn an_outsider_fetches_once_then_reads_locally_and_never_older_than_the_to
     assert_eq!(read(&node, &token2, "k").await.unwrap().0, Some(2));
     assert!(calls(&c, out) > before, "fetched again");
 
-    // A write through the outsider itself (forwarded to the holders) drops its copy.
+    // A write through the outsider itself (forwarded to the holders) leaves its copy as the
+    // write made it: the client's next read there is local and sees the write.
     let token3 = write(&node, Some(&token2), "k", 3).await.unwrap();
+    let before = calls(&c, out);
     assert_eq!(read(&node, &token3, "k").await.unwrap().0, Some(3));
+    assert_eq!(
+        calls(&c, out) - before,
+        0,
+        "the forwarded write refreshed the copy"
+    );
+    // On the holders too.
+    for i in holders(&c, &route_of(&c, &token3).unwrap().0) {
+        assert_eq!(read(&c.node(i), &token3, "k").await.unwrap().0, Some(3));
+    }
 
     // Logout on a holder: the old token is dead on the outsider too, cache or not.
     let s = Session::new(c.node(1), Some(token3.clone()));
@@ -115,4 +126,33 @@ async fn a_cached_copy_is_served_no_longer_than_its_ttl() {
         calls(&c, out) > before,
         "the expired copy was fetched again"
     );
+}
+
+/// A copy that fell behind the client's token is refreshed from one holder, the other asked
+/// only when that one is slow or lacks the write; with the first holder dead the read still
+/// gets the newest copy from the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_asks_one_holder_first_and_the_other_when_it_is_dead() {
+    let c = three(Duration::from_secs(30)).await;
+    let (mut token, out) = session_and_outsider(&c).await;
+    let node = c.node(out);
+    read(&node, &token, "k").await.unwrap();
+    // Five writes on the owner (node 0, acknowledged by the backup: `ack = one`), each read
+    // afterwards on the outsider, whose copy is then one version behind the token.
+    let before = calls(&c, out);
+    for v in 10..15 {
+        token = write(&c.node(0), Some(&token), "k", v).await.unwrap();
+        assert_eq!(read(&node, &token, "k").await.unwrap().0, Some(v));
+    }
+    let refreshes = calls(&c, out) - before;
+    assert!(
+        (5..10).contains(&refreshes),
+        "five refreshes asking both holders each would be 10 calls, got {refreshes}"
+    );
+
+    // The owner dies; the outsider has not noticed yet. The refresh asks the dead owner first
+    // and, when that fails, the backup, which has the last write.
+    token = write(&c.node(0), Some(&token), "k", 20).await.unwrap();
+    c.kill(0);
+    assert_eq!(read(&node, &token, "k").await.unwrap().0, Some(20));
 }
