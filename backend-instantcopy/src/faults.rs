@@ -1,11 +1,13 @@
 //! Fault injection for tests: cut this node off from chosen peers (both directions, every kind
-//! of traffic, the nodes staying alive), or silently lose the pushes to a peer.
+//! of traffic, the nodes staying alive), silently lose the pushes to a peer, or hold the next
+//! push to a peer back for a while (a batch that is slow on the wire).
 //!
 //! Always compiled (a check is one relaxed atomic load when no fault is set), but only the
 //! `testing` feature exposes a way to set one ([`InstantCopyNode::faults`](crate::InstantCopyNode::faults)).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use parking_lot::RwLock;
 
@@ -18,6 +20,7 @@ pub struct Faults {
     cut: RwLock<HashSet<NodeId>>,
     lose_pushes: RwLock<HashSet<NodeId>>,
     refuse_sync: RwLock<HashSet<NodeId>>,
+    slow_push: RwLock<Option<(NodeId, Duration)>>,
     pause_anti_entropy: AtomicBool,
 }
 
@@ -25,7 +28,8 @@ impl Faults {
     fn refresh(&self) {
         let any = !self.cut.read().is_empty()
             || !self.lose_pushes.read().is_empty()
-            || !self.refuse_sync.read().is_empty();
+            || !self.refuse_sync.read().is_empty()
+            || self.slow_push.read().is_some();
         self.any.store(any, Ordering::Release);
     }
 
@@ -49,6 +53,14 @@ impl Faults {
     #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pub fn lose_pushes_to(&self, peer: NodeId) {
         self.lose_pushes.write().insert(peer);
+        self.refresh();
+    }
+
+    /// Holds the next push batch to `peer` back for `delay` before it is sent (once; later
+    /// batches go at once): a batch slow on the wire that later ones may overtake.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    pub fn slow_next_push_to(&self, peer: NodeId, delay: Duration) {
+        *self.slow_push.write() = Some((peer, delay));
         self.refresh();
     }
 
@@ -85,6 +97,7 @@ impl Faults {
         self.cut.write().clear();
         self.lose_pushes.write().clear();
         self.refuse_sync.write().clear();
+        *self.slow_push.write() = None;
         self.pause_anti_entropy.store(false, Ordering::Release);
         self.refresh();
     }
@@ -106,6 +119,22 @@ impl Faults {
     /// True when anti-entropy requests from `peer` must be refused.
     pub(crate) fn refuses_sync_from(&self, peer: NodeId) -> bool {
         self.active() && self.refuse_sync.read().contains(&peer)
+    }
+
+    /// How long to hold this push to `peer` back (taking the one-shot fault), if at all.
+    pub(crate) fn take_push_delay(&self, peer: NodeId) -> Option<Duration> {
+        if !self.active() {
+            return None;
+        }
+        let mut slow = self.slow_push.write();
+        let delay = match *slow {
+            Some((p, d)) if p == peer => d,
+            _ => return None,
+        };
+        *slow = None;
+        drop(slow);
+        self.refresh();
+        Some(delay)
     }
 
     /// True when pushes to `peer` must be lost.

@@ -134,6 +134,13 @@ impl Shared {
         self.replicator.oversized.get()
     }
 
+    /// Updates re-sent whole because the receiver lacked the session (`full_resends_total`;
+    /// read by white-box tests).
+    #[cfg(feature = "testing")]
+    pub fn full_resends(&self) -> u64 {
+        self.replicator.full_resends.get()
+    }
+
     /// Advances the clock past a peer's stamps (counting implausibly future ones).
     pub(crate) fn observe(&self, w: &WireState) {
         let max = w

@@ -7,11 +7,13 @@
 //! repairs those), and the "send it whole" follow-up when a receiver holds no copy of a
 //! session a partial update was about.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use session_core::{Histogram, SessionId};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -24,6 +26,18 @@ use crate::metrics::Count;
 use crate::state::WireState;
 use crate::store::Store;
 use crate::wire::{PushAck, PushBatch, Update};
+
+/// Push batches one peer's pusher keeps on the wire at once. Two hides one round trip of
+/// queueing behind a batch in flight; more would mostly split batches that coalescing keeps
+/// together now (fewer, larger messages per write under load).
+pub(crate) const PUSHES_IN_FLIGHT: usize = 2;
+
+/// Sessions whose batch was answered may go out again.
+fn release(on_wire: &mut HashSet<SessionId>, ids: Vec<SessionId>) {
+    for id in ids {
+        on_wire.remove(&id);
+    }
+}
 
 /// What became of one queued update.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,37 +174,83 @@ impl Replicator {
         rx
     }
 
-    /// Sends a peer's queued updates in batches until cancelled (then flushes what is queued).
+    /// Sends a peer's queued updates in batches until cancelled (then flushes what is queued),
+    /// up to [`PUSHES_IN_FLIGHT`] batches at once: a write queued while a batch is on the wire
+    /// goes out at once instead of waiting for that batch's answer (the tail of the time until
+    /// every replica has a write). One session's updates stay in order: an update for a
+    /// session whose previous update is still on the wire is held until that batch is
+    /// answered (else a change could overtake the create it follows and cost a "send it
+    /// whole" round trip, or a destroy overtake a write the writer waits for).
     pub(crate) async fn run_pusher(
         self: Arc<Self>,
         peer: Arc<Peer>,
         mut rx: mpsc::Receiver<Queued>,
         cancel: CancellationToken,
     ) {
+        let mut sending = FuturesUnordered::new();
+        let mut on_wire: HashSet<SessionId> = HashSet::new();
+        let mut held: Vec<Queued> = Vec::new();
         loop {
-            let first = tokio::select! {
-                q = rx.recv() => q,
-                _ = cancel.cancelled() => {
-                    // Graceful shutdown: flush whatever is queued, once.
-                    let mut rest = Vec::new();
-                    while let Ok(q) = rx.try_recv() { rest.push(q); }
-                    while !rest.is_empty() {
-                        let n = rest.len().min(self.max_batch);
-                        let batch: Vec<Queued> = rest.drain(..n).collect();
+            if sending.len() >= PUSHES_IN_FLIGHT || held.len() >= self.max_batch {
+                // The pipeline is full, or enough waits behind it: an answer first.
+                if let Some(ids) = sending.next().await {
+                    release(&mut on_wire, ids);
+                }
+                continue;
+            }
+            let mut batch: Vec<Queued> = Vec::new();
+            let mut waiting = Vec::new();
+            for q in held.drain(..) {
+                if batch.len() < self.max_batch && !on_wire.contains(&q.update.id()) {
+                    batch.push(q);
+                } else {
+                    waiting.push(q);
+                }
+            }
+            held = waiting;
+            if batch.is_empty() {
+                let next = tokio::select! {
+                    q = rx.recv() => q,
+                    Some(ids) = sending.next(), if !sending.is_empty() => {
+                        release(&mut on_wire, ids);
+                        continue;
+                    }
+                    _ = cancel.cancelled() => None,
+                };
+                let Some(q) = next else {
+                    // Cancelled (graceful shutdown) or the queue closed: finish what is on the
+                    // wire, then flush what waits, in order, once.
+                    while sending.next().await.is_some() {}
+                    while let Ok(q) = rx.try_recv() {
+                        held.push(q);
+                    }
+                    while !held.is_empty() {
+                        let n = held.len().min(self.max_batch);
+                        let batch: Vec<Queued> = held.drain(..n).collect();
                         self.send_batch(&peer, batch).await;
                     }
                     return;
+                };
+                if on_wire.contains(&q.update.id()) {
+                    held.push(q);
+                    continue;
                 }
-            };
-            let Some(first) = first else { return };
-            let mut batch = vec![first];
+                batch.push(q);
+            }
             while batch.len() < self.max_batch {
                 match rx.try_recv() {
+                    Ok(q) if on_wire.contains(&q.update.id()) => held.push(q),
                     Ok(q) => batch.push(q),
                     Err(_) => break,
                 }
             }
-            self.send_batch(&peer, batch).await;
+            let ids: Vec<SessionId> = batch.iter().map(|q| q.update.id()).collect();
+            on_wire.extend(ids.iter().copied());
+            let (me, peer) = (&self, &peer);
+            sending.push(async move {
+                me.send_batch(peer, batch).await;
+                ids
+            });
         }
     }
 
@@ -330,6 +390,9 @@ impl Replicator {
 
     async fn push(&self, peer: &Arc<Peer>, batch: &PushBatch) -> Result<PushAck, CallError> {
         peer.pushes.inc();
+        if let Some(delay) = self.faults.take_push_delay(peer.id) {
+            tokio::time::sleep(delay).await;
+        }
         if self.faults.loses_pushes_to(peer.id) {
             peer.push_failures.inc();
             peer.needs_resync.store(true, Ordering::Release);

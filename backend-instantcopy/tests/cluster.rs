@@ -733,3 +733,62 @@ async fn at_the_session_cap_new_sessions_are_refused_and_live_ones_keep_working(
     assert_eq!(read(&n1, &tokens[3], "k").await, Some(3));
     assert_eq!(read(&c.node(1), &tokens[4], "k").await, Some(4));
 }
+
+/// Pushes to a peer are pipelined (two batches on the wire at once), yet one session's
+/// updates stay in order: with the batch carrying a create held back on the wire, a change
+/// to that session written right after does not overtake it (which would cost a "send it
+/// whole" round trip), while another session's write goes out beside it; every copy ends
+/// equal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_pushes_keep_each_sessions_updates_in_order() {
+    let c = InProcessCluster::start(2, Replication::All, Ack::Async, policy(60_000))
+        .await
+        .unwrap();
+    assert!(c.wait_ready(Duration::from_secs(5)).await);
+    let node = c.node(0);
+    let other = c.node(1);
+    let first = write(&node, None, "n", 0).await;
+    c.settle().await;
+    let peer = c.instance(1).unwrap().node_id();
+    let writer = c.instance(0).unwrap();
+    writer
+        .faults()
+        .slow_next_push_to(peer, Duration::from_secs(2));
+    // The create goes into the held-back batch; its change and another session's change are
+    // queued while it is on the wire.
+    let created = write(&node, None, "n", 1).await;
+    let changed = write(&node, Some(&created), "n", 2).await;
+    let elsewhere = write(&node, Some(&first), "n", 3).await;
+    // The other session's change is not stuck behind the slow batch: it arrives while the
+    // create is still held back.
+    let start = std::time::Instant::now();
+    while read_local(&c, 1, &elsewhere).await != Some(3) {
+        assert!(start.elapsed() < Duration::from_secs(10), "never arrived");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        read_local(&c, 1, &created).await,
+        None,
+        "the second batch waited for the slow one"
+    );
+    while read_local(&c, 1, &changed).await != Some(2) {
+        assert!(start.elapsed() < Duration::from_secs(10), "never arrived");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    c.settle().await;
+    assert_eq!(
+        writer.shared().full_resends(),
+        0,
+        "a change overtook the create it follows"
+    );
+    assert_eq!(read(&other, &changed, "n").await, Some(2));
+    assert_eq!(c.instance(1).unwrap().sessions_held(), 2);
+}
+
+/// The value node `i` holds itself for the session `token` names (no fetch).
+async fn read_local(c: &InProcessCluster, i: usize, token: &str) -> Option<i64> {
+    let (id, _) = backend_instantcopy::testing::route_of(c, token)?;
+    let node = c.instance(i)?;
+    let record = node.shared().store.read(&id, |s| s.record().clone())?;
+    record.data.get("n").and_then(|v| v.parse::<i64>().ok())
+}
