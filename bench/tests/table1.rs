@@ -53,8 +53,8 @@ async fn quick_compare_end_to_end() {
     let markdown = report.markdown();
     println!("{markdown}");
 
-    // A measured row per scheme: this test requires all five (the services are up here).
-    assert_eq!(report.schemes.len(), 5);
+    // A measured row per scheme: this test requires all six (the services are up here).
+    assert_eq!(report.schemes.len(), Scheme::ALL.len());
     for (row, scheme) in report.schemes.iter().zip(Scheme::ALL) {
         assert_eq!(row.scheme, scheme);
         assert!(
@@ -131,7 +131,7 @@ async fn quick_compare_end_to_end() {
                 assert_eq!(m.n_per_write_total, 2.0);
                 assert!(wire.tcp_bytes > 0);
             }
-            Scheme::InstantCopyAll | Scheme::InstantCopyK1 => {
+            Scheme::InstantCopyAll | Scheme::InstantCopyK1 | Scheme::InstantCopyK1Near => {
                 assert_eq!(m.d_per_request, 0.0);
                 assert!(m.n_per_request <= 1.0, "N {}", m.n_per_request);
                 let rep = m.replication.as_ref().unwrap();
@@ -163,11 +163,12 @@ async fn quick_compare_end_to_end() {
     assert!(bytes(Scheme::Cookie) > bytes(Scheme::Redis) * 1.5);
 
     // The shared services hold nothing of this run any more.
-    let sql = &report.schemes[3];
+    let row = |s: Scheme| &report.schemes[Scheme::ALL.iter().position(|x| *x == s).unwrap()];
+    let sql = row(Scheme::Sql);
     let schema = sql.isolation.as_deref().unwrap();
     assert!(!schema_exists(schema).await, "schema {schema} left behind");
     assert!(sql.cleanup.as_deref().unwrap().starts_with("dropped"));
-    let redis = &report.schemes[4];
+    let redis = row(Scheme::Redis);
     let prefix = redis.isolation.as_deref().unwrap();
     assert_eq!(
         backend_redis::testing::count_keys_under(&redis_url(), prefix)
@@ -217,16 +218,16 @@ async fn quick_compare_end_to_end() {
     let json: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("results.json")).unwrap())
             .unwrap();
-    assert_eq!(json["schemes"].as_array().unwrap().len(), 5);
-    assert_eq!(json["schemes"][3]["scheme"], "sql");
+    assert_eq!(json["schemes"].as_array().unwrap().len(), Scheme::ALL.len());
+    assert_eq!(json["schemes"][4]["scheme"], "sql");
     assert!(
-        json["schemes"][3]["measured"]["d_per_request"]
+        json["schemes"][4]["measured"]["d_per_request"]
             .as_f64()
             .unwrap()
             >= 1.0
     );
     assert_eq!(
-        json["schemes"][3]["measured"]["writes_stats"]["d_per_request"],
+        json["schemes"][4]["measured"]["writes_stats"]["d_per_request"],
         2.0
     );
     assert_eq!(json["options"]["requests"], 120);

@@ -28,7 +28,7 @@ pub struct Args {
     #[arg(long)]
     pub quick: bool,
     /// Schemes to run, comma-separated (default: all of instantcopy-all, instantcopy-k1,
-    /// cookie, sql, redis).
+    /// instantcopy-k1-near, cookie, sql, redis).
     #[arg(long, value_delimiter = ',')]
     pub schemes: Option<Vec<Scheme>>,
     /// Cluster sizes of the all-vs-k=1 scaling runs, comma-separated (default: 2,4,8,

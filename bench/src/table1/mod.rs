@@ -278,6 +278,10 @@ struct Ctx<'a> {
     interrupt: Interrupt,
 }
 
+/// The near-cache capacity of the `instantcopy-k1-near` scheme: more than the sessions a run
+/// creates, so the run measures the cache's hits and refreshes, not its evictions.
+const NEAR_CACHE_CAPACITY: usize = 100_000;
+
 /// A name for this run's schema / key prefix: `compare_<pid>_<random>`.
 fn unique_name() -> String {
     let mut r = [0u8; 5];
@@ -294,6 +298,13 @@ async fn run_scheme(ctx: &Ctx<'_>, scheme: Scheme) -> Result<SchemeResult, Table
     match scheme {
         Scheme::InstantCopyAll => spec.replication = Replication::All,
         Scheme::InstantCopyK1 => spec.replication = Replication::Backups(1),
+        Scheme::InstantCopyK1Near => {
+            spec.replication = Replication::Backups(1);
+            spec.extra_env.push((
+                "DEMO_BACKEND__INSTANTCOPY__NEAR_CACHE_CAPACITY".into(),
+                NEAR_CACHE_CAPACITY.to_string(),
+            ));
+        }
         Scheme::Cookie => {}
         Scheme::Sql => {
             if let Err(reason) = check_postgres(&opts.database_url, opts.service_timeout).await {

@@ -22,6 +22,10 @@ pub enum Scheme {
     /// Instant copy, each session on its owner and one backup.
     #[serde(rename = "instantcopy-k1")]
     InstantCopyK1,
+    /// Instant copy with one backup, and a near cache on the node that holds no copy
+    /// (`near_cache_capacity`).
+    #[serde(rename = "instantcopy-k1-near")]
+    InstantCopyK1Near,
     /// The whole session sealed in the cookie.
     #[serde(rename = "cookie")]
     Cookie,
@@ -35,9 +39,10 @@ pub enum Scheme {
 
 impl Scheme {
     /// Every scheme, in table order.
-    pub const ALL: [Scheme; 5] = [
+    pub const ALL: [Scheme; 6] = [
         Scheme::InstantCopyAll,
         Scheme::InstantCopyK1,
+        Scheme::InstantCopyK1Near,
         Scheme::Cookie,
         Scheme::Sql,
         Scheme::Redis,
@@ -48,6 +53,7 @@ impl Scheme {
         match self {
             Scheme::InstantCopyAll => "instantcopy-all",
             Scheme::InstantCopyK1 => "instantcopy-k1",
+            Scheme::InstantCopyK1Near => "instantcopy-k1-near",
             Scheme::Cookie => "cookie",
             Scheme::Sql => "sql",
             Scheme::Redis => "redis",
@@ -59,6 +65,7 @@ impl Scheme {
         match self {
             Scheme::InstantCopyAll => "instant copy \"all\"",
             Scheme::InstantCopyK1 => "instant copy k=1",
+            Scheme::InstantCopyK1Near => "instant copy k=1 + near cache",
             Scheme::Cookie => "cookie",
             Scheme::Sql => "SQL (PostgreSQL)",
             Scheme::Redis => "Redis",
@@ -70,6 +77,7 @@ impl Scheme {
         match self {
             Scheme::InstantCopyAll => "every node's memory",
             Scheme::InstantCopyK1 => "owner + 1 backup (memory)",
+            Scheme::InstantCopyK1Near => "owner + 1 backup, fetched copies cached elsewhere",
             Scheme::Cookie => "the client (sealed)",
             Scheme::Sql => "PostgreSQL",
             Scheme::Redis => "Redis",
@@ -79,7 +87,9 @@ impl Scheme {
     /// What the client carries (the measured mean size is added in the table).
     pub fn carries(self) -> &'static str {
         match self {
-            Scheme::InstantCopyAll | Scheme::InstantCopyK1 => "signed id + owner + version",
+            Scheme::InstantCopyAll | Scheme::InstantCopyK1 | Scheme::InstantCopyK1Near => {
+                "signed id + owner + version"
+            }
             Scheme::Cookie => "the whole session, encrypted",
             Scheme::Sql | Scheme::Redis => "signed session id",
         }
@@ -88,7 +98,9 @@ impl Scheme {
     /// The paper's N and D per read.
     pub fn paper(self) -> &'static str {
         match self {
-            Scheme::InstantCopyAll | Scheme::InstantCopyK1 => "N ≤ 1, D = 0",
+            Scheme::InstantCopyAll | Scheme::InstantCopyK1 | Scheme::InstantCopyK1Near => {
+                "N ≤ 1, D = 0"
+            }
             Scheme::Cookie => "N = 0, D = 0",
             Scheme::Sql => "N = 0, D = 1",
             Scheme::Redis => "N = 1, D = 0",
@@ -98,7 +110,9 @@ impl Scheme {
     /// The backend the nodes run.
     pub fn backend(self) -> BackendKind {
         match self {
-            Scheme::InstantCopyAll | Scheme::InstantCopyK1 => BackendKind::Instantcopy,
+            Scheme::InstantCopyAll | Scheme::InstantCopyK1 | Scheme::InstantCopyK1Near => {
+                BackendKind::Instantcopy
+            }
             Scheme::Cookie => BackendKind::Cookie,
             Scheme::Sql => BackendKind::Sql,
             Scheme::Redis => BackendKind::Redis,
