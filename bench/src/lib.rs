@@ -20,6 +20,10 @@
 //!   multi-node cluster of demo-app processes under the same non-sticky workload, with N and D
 //!   per read and per write, bytes on every link, latency and throughput, plus the all-vs-k=1
 //!   scaling runs; results, charts ([`charts`]) and the README's generated block.
+//! * [`simulate`] (`bench simulate`): instant copy's replication protocol at 16, 64 and 256
+//!   nodes (and 2, 4, 8 beside the measured table) as a deterministic discrete-event model:
+//!   messages and bytes per write for `all`, k=1, k=2, and detection and repair after a node
+//!   loss, in virtual time.
 //! * [`callgrind`] (`bench instructions`): CPU instructions per request of a route, counted
 //!   by valgrind — the stable number hot-path work is judged by on a noisy machine.
 //!
@@ -75,6 +79,7 @@ pub mod operations;
 pub mod peers;
 pub mod replication;
 pub mod results;
+pub mod simulate;
 pub mod soak;
 pub mod table1;
 pub mod targets;

@@ -1,5 +1,5 @@
-//! The `bench` command line: `compare-peers`, `table1`, `replication`, `soak`, and `peer` (the
-//! tower-sessions and floor apps, started by `compare-peers`).
+//! The `bench` command line: `compare-peers`, `table1`, `simulate`, `replication`, `soak`, and
+//! `peer` (the tower-sessions and floor apps, started by `compare-peers`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -219,6 +219,10 @@ enum Cmd {
     /// The paper's Table 1, measured: every scheme as a real multi-node cluster under the same
     /// non-sticky workload; results.json, results.md and SVG charts go to --out.
     Table1(bench::table1::cli::Args),
+    /// Instant copy's replication protocol at 2 to 256 nodes, simulated (deterministic,
+    /// virtual time): messages and bytes per write, detection and repair after a node loss;
+    /// results.json, results.md and scaling.svg go to --out.
+    Simulate(bench::simulate::cli::Args),
     /// Serve one peer app (used by compare-peers).
     #[command(hide = true)]
     Peer {
@@ -290,6 +294,7 @@ fn pin(cpus: &str) -> Option<String> {
 async fn run(cmd: Cmd) -> Result<()> {
     match cmd {
         Cmd::Table1(args) => bench::table1::cli::run(args).await.map_err(BenchError::msg),
+        Cmd::Simulate(args) => bench::simulate::cli::run(args),
         Cmd::ComparePeers {
             repeats,
             duration,
