@@ -1,6 +1,7 @@
-//! [`SessionData`]: a session's values, packed into one buffer of keys and JSON texts sorted by
-//! key (one allocation per session), with the serde visitors that decode it straight into that
-//! buffer, and the payload limit ([`MAX_PAYLOAD_LEN`]).
+//! [`SessionData`]: a session's values, packed into one buffer (a small header, an offset
+//! index, then keys and JSON texts sorted by key, then a backend's extension bytes: one
+//! allocation per session), with the serde visitors that decode it straight into that layout,
+//! and the payload limit ([`MAX_PAYLOAD_LEN`]).
 //!
 //! Past 600 lines because its property tests (the last third) check the packed layout against a
 //! `BTreeMap` model and belong beside it.
@@ -15,7 +16,8 @@ use super::delta::Delta;
 use super::raw_json::{RawJson, RawJsonStr, validate_json};
 
 /// The largest payload (key and value bytes together) one [`SessionData`] can hold: its
-/// offsets are `u32`, so 4 GiB − 1 bytes.
+/// offsets are at most `u32`, so 4 GiB − 1 bytes (the index and any extension count towards
+/// that too).
 ///
 /// [`SessionData::try_insert`], [`SessionData::try_apply`] and [`SessionData::apply_writes`]
 /// return [`PayloadTooLarge`] rather than grow past it; decoding a larger map (from a peer or a
@@ -32,22 +34,33 @@ pub struct PayloadTooLarge {
 
 /// A session's values: string keys to JSON values, sorted by key.
 ///
-/// Layout: every key and value is concatenated, in key order, into one string buffer (`buf`,
-/// `key₀ value₀ key₁ value₁ …`), and a boxed index holds, per entry, the end offset of its key
-/// and the end offset of its value (an entry starts where the previous one ends). A map of `n`
-/// entries is therefore two allocations whatever `n` (an empty map none), `get` is a binary
-/// search over the keys, and iteration order is deterministic (which makes copies comparable).
+/// Layout: one byte buffer (`buf`), empty for an empty map, else
 ///
-/// Why: a node holds millions of sessions, and the previous layout (a vector of boxed key and
-/// boxed value pairs: two allocations per entry plus the vector) spent more on allocator
-/// overhead than on the payload: 545 B per 197 B four-key session against 320 B now (see
-/// `backend-instantcopy/examples/memory.rs`). Values are handed out as borrowed
-/// [`RawJsonStr`]s.
+/// ```text
+/// [n] [key end₀, value end₀, key end₁, …] [key₀ value₀ key₁ value₁ …] [extension]
+/// ```
+///
+/// where `n` (the entry count) and every offset are `u16` while the whole buffer is at most
+/// 65,535 bytes and `u32` beyond (the buffer's length says which), offsets count from the
+/// buffer's start, and an entry starts where the previous one ends. A map is therefore one
+/// allocation whatever its size (an empty one none), `get` is a binary search over the keys,
+/// and iteration order is deterministic (which makes copies comparable).
+///
+/// The *extension* is bytes a backend keeps with the values in the same allocation (instant
+/// copy keeps its per-key write stamps and the session's placement there): not part of the
+/// values, so equality, serialization, [`payload_len`](Self::payload_len) and `Debug` ignore
+/// it, and changes to the values keep it as it is. See [`extension`](Self::extension).
+///
+/// Why: a node holds millions of sessions, and the two previous layouts spent more on the
+/// allocator and on offsets than on the payload: a vector of boxed key and boxed value pairs
+/// (two allocations per entry plus the vector) took 545 B per 197 B four-key session, a
+/// buffer plus a separate `u32` index 320 B (see `backend-instantcopy/examples/memory.rs`).
+/// Values are handed out as borrowed [`RawJsonStr`]s.
 ///
 /// Changes rebuild the buffer (sessions are small): [`insert`](Self::insert) and
 /// [`remove`](Self::remove) once per key, [`apply`](Self::apply) and
 /// [`apply_writes`](Self::apply_writes) once per batch, and a value replaced by one of the same
-/// length is overwritten in place. Offsets are `u32`: see [`MAX_PAYLOAD_LEN`].
+/// length is overwritten in place.
 ///
 /// ```
 /// use session_core::{RawJson, SessionData};
@@ -56,21 +69,22 @@ pub struct PayloadTooLarge {
 /// assert_eq!(data.get_as::<String>("user").unwrap().as_deref(), Some("alice"));
 /// assert_eq!(data.to_json_object(), r#"{"user":"alice"}"#);
 /// ```
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 pub struct SessionData {
-    /// Keys and values, concatenated in key order.
-    buf: Box<str>,
-    /// Per entry: `[end of key, end of value]`, offsets into `buf`.
-    index: Box<[[u32; 2]]>,
+    /// Header, index, keys and values, extension (see the type's documentation).
+    buf: Box<[u8]>,
 }
+
+/// Largest buffer whose offsets are `u16`.
+const NARROW_MAX: usize = u16::MAX as usize;
 
 /// Builds a [`SessionData`] entry by entry (keys must come in strictly increasing order, or
 /// [`Builder::finish`] sorts them).
 struct Builder {
-    buf: String,
-    index: Vec<[u32; 2]>,
-    /// Set once the payload passed [`MAX_PAYLOAD_LEN`].
-    too_large: bool,
+    /// Keys and values, concatenated.
+    buf: Vec<u8>,
+    /// Per entry: `[end of key, end of value]`, offsets into `buf`.
+    index: Vec<[usize; 2]>,
     /// False once a key came out of order (or twice).
     sorted: bool,
 }
@@ -78,28 +92,22 @@ struct Builder {
 impl Builder {
     fn with_capacity(bytes: usize, entries: usize) -> Self {
         Builder {
-            buf: String::with_capacity(bytes),
+            buf: Vec::with_capacity(bytes),
             index: Vec::with_capacity(entries),
-            too_large: false,
             sorted: true,
         }
     }
 
-    fn offset(&mut self) -> u32 {
-        match u32::try_from(self.buf.len()) {
-            Ok(o) => o,
-            Err(_) => {
-                self.too_large = true;
-                u32::MAX
-            }
-        }
-    }
-
-    fn last_key(&self) -> Option<&str> {
+    fn last_key(&self) -> Option<&[u8]> {
         let n = self.index.len();
         let [key_end, _] = *self.index.last()?;
         let start = if n >= 2 { self.index[n - 2][1] } else { 0 };
-        self.buf.get(start as usize..key_end as usize)
+        self.buf.get(start..key_end)
+    }
+
+    /// Where the next entry starts.
+    fn end(&self) -> usize {
+        self.index.last().map_or(0, |e| e[1])
     }
 
     /// Records an entry whose key and value were just appended to `buf` (key from `start`).
@@ -109,48 +117,74 @@ impl Builder {
         {
             self.sorted = false;
         }
-        let key_end = u32::try_from(key_end).unwrap_or_else(|_| {
-            self.too_large = true;
-            u32::MAX
-        });
-        let end = self.offset();
-        if !self.too_large {
-            self.index.push([key_end, end]);
-        }
+        self.index.push([key_end, self.buf.len()]);
     }
 
     fn push(&mut self, key: &str, value: &str) {
-        if self.too_large {
-            return;
-        }
         let start = self.buf.len();
-        self.buf.push_str(key);
+        self.buf.extend_from_slice(key.as_bytes());
         let key_end = self.buf.len();
-        self.buf.push_str(value);
+        self.buf.extend_from_slice(value.as_bytes());
         self.close_entry(start, key_end);
     }
 
-    fn finish(self) -> Result<SessionData, PayloadTooLarge> {
-        if self.too_large || self.buf.len() > MAX_PAYLOAD_LEN {
-            return Err(PayloadTooLarge {
-                len: self.buf.len(),
-            });
-        }
-        let data = SessionData {
-            buf: self.buf.into_boxed_str(),
-            index: self.index.into_boxed_slice(),
-        };
+    /// The map, with `extension` after the entries.
+    fn finish(self, extension: &[u8]) -> Result<SessionData, PayloadTooLarge> {
         if self.sorted {
-            return Ok(data);
+            return assemble(&self.buf, &self.index, extension);
         }
         // Out of order or repeated keys (a hand-written or foreign encoding): sort, and keep
         // the last value of a repeated key, as inserting the entries one by one would.
+        let data = assemble(&self.buf, &self.index, &[])?;
         let mut writes: Vec<Write<'_>> = data.iter().map(|(k, v)| (k, Some(v))).collect();
         normalize(&mut writes);
         let mut sorted = SessionData::new();
-        sorted.apply_sorted(&writes)?;
+        sorted.apply_sorted(&writes, Some(extension))?;
         Ok(sorted)
     }
+}
+
+/// Lays out the final buffer: header, index, the entries of `entries` (indexed by `index`,
+/// offsets into `entries`), `extension`. One allocation of exactly the needed size.
+fn assemble(
+    entries: &[u8],
+    index: &[[usize; 2]],
+    extension: &[u8],
+) -> Result<SessionData, PayloadTooLarge> {
+    let n = index.len();
+    if n == 0 && extension.is_empty() {
+        return Ok(SessionData::default());
+    }
+    let body = entries.len() + extension.len();
+    let narrow = 2 * (1 + 2 * n) + body;
+    let (width, total) = if narrow <= NARROW_MAX {
+        (2, narrow)
+    } else {
+        (4, 4 * (1 + 2 * n) + body)
+    };
+    if total > u32::MAX as usize {
+        return Err(PayloadTooLarge { len: entries.len() });
+    }
+    let base = width * (1 + 2 * n);
+    let mut out = Vec::with_capacity(total);
+    let put = |out: &mut Vec<u8>, x: usize| {
+        // `total` fits the width, and every offset is below it.
+        if width == 2 {
+            out.extend_from_slice(&u16::try_from(x).unwrap_or(u16::MAX).to_le_bytes());
+        } else {
+            out.extend_from_slice(&u32::try_from(x).unwrap_or(u32::MAX).to_le_bytes());
+        }
+    };
+    put(&mut out, n);
+    for &[key_end, end] in index {
+        put(&mut out, base + key_end);
+        put(&mut out, base + end);
+    }
+    out.extend_from_slice(entries);
+    out.extend_from_slice(extension);
+    Ok(SessionData {
+        buf: out.into_boxed_slice(),
+    })
 }
 
 /// One write of a batch: `Some(value)` sets the key, `None` removes it.
@@ -175,25 +209,66 @@ impl SessionData {
         Self::default()
     }
 
-    /// Where entry `i` starts in `buf`.
-    fn start(&self, i: usize) -> usize {
-        match i.checked_sub(1) {
-            Some(p) => self.index[p][1] as usize,
-            None => 0,
+    /// Bytes per header word and offset: 2 while the buffer fits `u16` offsets, else 4.
+    fn width(&self) -> usize {
+        if self.buf.len() > NARROW_MAX { 4 } else { 2 }
+    }
+
+    /// The header word or offset at byte `at`.
+    fn word(&self, at: usize) -> usize {
+        match self.buf.get(at..at + self.width()) {
+            Some(&[a, b]) => usize::from(u16::from_le_bytes([a, b])),
+            Some(&[a, b, c, d]) => u32::from_le_bytes([a, b, c, d]) as usize,
+            _ => 0,
         }
     }
 
+    /// Offset `k` of the index (entry `i`'s key ends at offset `2i`, its value at `2i + 1`).
+    fn offset(&self, k: usize) -> usize {
+        self.word(self.width() * (1 + k))
+    }
+
+    /// Where the first entry starts (after the header and the index).
+    fn entries_start(&self) -> usize {
+        if self.buf.is_empty() {
+            0
+        } else {
+            self.width() * (1 + 2 * self.len())
+        }
+    }
+
+    /// Where entry `i` starts (for `i == len()`: where the entries end).
+    fn start(&self, i: usize) -> usize {
+        match i.checked_sub(1) {
+            Some(p) => self.offset(2 * p + 1),
+            None => self.entries_start(),
+        }
+    }
+
+    /// The text between two offsets. The buffer is only ever built from whole `str`s, so the
+    /// check cannot fail (checked rather than assumed: no `unsafe`).
+    fn text(&self, from: usize, to: usize) -> &str {
+        self.buf
+            .get(from..to)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or_default()
+    }
+
     fn key_at(&self, i: usize) -> &str {
-        &self.buf[self.start(i)..self.index[i][0] as usize]
+        self.text(self.start(i), self.offset(2 * i))
+    }
+
+    fn value_range(&self, i: usize) -> (usize, usize) {
+        (self.offset(2 * i), self.offset(2 * i + 1))
     }
 
     fn value_at(&self, i: usize) -> &RawJsonStr {
-        let [key_end, end] = self.index[i];
-        RawJsonStr::from_valid(&self.buf[key_end as usize..end as usize])
+        let (from, to) = self.value_range(i);
+        RawJsonStr::from_valid(self.text(from, to))
     }
 
     fn find(&self, key: &str) -> Result<usize, usize> {
-        let (mut lo, mut hi) = (0, self.index.len());
+        let (mut lo, mut hi) = (0, self.len());
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             match self.key_at(mid).cmp(key) {
@@ -238,7 +313,7 @@ impl SessionData {
     ) -> Result<Option<RawJson>, PayloadTooLarge> {
         let key = key.as_ref();
         let previous = self.get(key).map(RawJsonStr::to_owned);
-        self.apply_sorted(&[(key, Some(value.as_raw_json_str()))])?;
+        self.apply_sorted(&[(key, Some(value.as_raw_json_str()))], None)?;
         Ok(previous)
     }
 
@@ -246,7 +321,7 @@ impl SessionData {
     pub fn remove(&mut self, key: &str) -> Option<RawJson> {
         let previous = self.get(key)?.to_owned();
         // Shrinking cannot exceed the limit.
-        let _ = self.apply_sorted(&[(key, None)]);
+        let _ = self.apply_sorted(&[(key, None)], None);
         Some(previous)
     }
 
@@ -273,17 +348,53 @@ impl SessionData {
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.index.len()
+        self.word(0)
     }
 
     /// True when there are no entries.
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.len() == 0
     }
 
-    /// Sum of key and value lengths in bytes (the payload, without any overhead).
+    /// Sum of key and value lengths in bytes (the payload, without any overhead or extension).
     pub fn payload_len(&self) -> usize {
+        self.start(self.len()) - self.entries_start()
+    }
+
+    /// Bytes the allocation holding this map takes (header, index, payload and extension).
+    pub fn buffer_len(&self) -> usize {
         self.buf.len()
+    }
+
+    /// The extension: bytes a backend keeps beside the values, in the same allocation (empty
+    /// unless set). Not part of the values: equality, serialization and `Debug` ignore it, and
+    /// every change to the values keeps it as it is.
+    ///
+    /// ```
+    /// use session_core::{RawJson, SessionData};
+    /// let mut data = SessionData::new();
+    /// data.insert("a", RawJson::from_value(&1).unwrap());
+    /// data.set_extension(&[7, 7]).unwrap();
+    /// data.insert("b", RawJson::from_value(&2).unwrap());
+    /// assert_eq!(data.extension(), &[7, 7]);
+    /// let mut plain = SessionData::new();
+    /// plain.insert("a", RawJson::from_value(&1).unwrap());
+    /// plain.insert("b", RawJson::from_value(&2).unwrap());
+    /// assert_eq!(data, plain);
+    /// ```
+    pub fn extension(&self) -> &[u8] {
+        self.buf.get(self.start(self.len())..).unwrap_or_default()
+    }
+
+    /// Replaces the extension (in place when it keeps its length, else with one rebuild), or
+    /// refuses, leaving the map unchanged, if the buffer would pass [`MAX_PAYLOAD_LEN`].
+    pub fn set_extension(&mut self, extension: &[u8]) -> Result<(), PayloadTooLarge> {
+        let from = self.start(self.len());
+        if self.buf.len() - from == extension.len() {
+            self.buf[from..].copy_from_slice(extension);
+            return Ok(());
+        }
+        self.apply_sorted(&[], Some(extension))
     }
 
     /// Applies a delta: removed keys go, set keys take their new values (one rebuild for the
@@ -319,32 +430,58 @@ impl SessionData {
     {
         let mut writes: Vec<Write<'a>> = writes.into_iter().collect();
         normalize(&mut writes);
-        self.apply_sorted(&writes)
+        self.apply_sorted(&writes, None)
     }
 
-    /// Applies writes sorted by key, each key once.
-    fn apply_sorted(&mut self, writes: &[Write<'_>]) -> Result<(), PayloadTooLarge> {
-        if writes.is_empty() {
+    /// [`apply_writes`](Self::apply_writes) and [`set_extension`](Self::set_extension)
+    /// together, with at most one rebuild.
+    pub fn apply_writes_with_extension<'a, I>(
+        &mut self,
+        writes: I,
+        extension: &[u8],
+    ) -> Result<(), PayloadTooLarge>
+    where
+        I: IntoIterator<Item = (&'a str, Option<&'a RawJsonStr>)>,
+    {
+        let mut writes: Vec<Write<'a>> = writes.into_iter().collect();
+        normalize(&mut writes);
+        self.apply_sorted(&writes, Some(extension))
+    }
+
+    /// Applies writes sorted by key, each key once, and replaces the extension when one is
+    /// given (else keeps it).
+    fn apply_sorted(
+        &mut self,
+        writes: &[Write<'_>],
+        extension: Option<&[u8]>,
+    ) -> Result<(), PayloadTooLarge> {
+        let ext_from = self.start(self.len());
+        let same_ext = extension.is_none_or(|e| e.len() == self.buf.len() - ext_from);
+        if writes.is_empty() && extension.is_none() {
             return Ok(());
         }
-        // In place: every write replaces a value by one of the same length.
-        let mut places = Vec::new();
-        for &(k, v) in writes {
-            match (self.find(k), v) {
-                (Ok(i), Some(v)) if self.value_at(i).len() == v.len() => places.push(i),
-                _ => break,
-            }
-        }
-        if places.len() == writes.len() {
-            let mut buf = std::mem::take(&mut self.buf).into_string();
-            for (&i, &(_, v)) in places.iter().zip(writes) {
-                let [key_end, end] = self.index[i];
-                if let Some(v) = v {
-                    buf.replace_range(key_end as usize..end as usize, v.as_str());
+        // In place: every write replaces a value by one of the same length, and the
+        // extension keeps its length.
+        if same_ext {
+            let mut places = Vec::new();
+            for &(k, v) in writes {
+                match (self.find(k), v) {
+                    (Ok(i), Some(v)) if self.value_at(i).len() == v.len() => places.push(i),
+                    _ => break,
                 }
             }
-            self.buf = buf.into_boxed_str();
-            return Ok(());
+            if places.len() == writes.len() {
+                for (&i, &(_, v)) in places.iter().zip(writes) {
+                    let (from, to) = self.value_range(i);
+                    if let Some(v) = v {
+                        self.buf[from..to].copy_from_slice(v.as_str().as_bytes());
+                    }
+                }
+                if let Some(e) = extension {
+                    self.buf[ext_from..].copy_from_slice(e);
+                }
+                return Ok(());
+            }
         }
         // Otherwise one rebuild: measure the result, then write it.
         let (mut bytes, mut entries) = (0usize, 0usize);
@@ -357,7 +494,8 @@ impl SessionData {
         }
         let mut b = Builder::with_capacity(bytes, entries);
         self.merge_walk(writes, |k, v| b.push(k, v));
-        *self = b.finish()?;
+        let extension = extension.unwrap_or_else(|| self.extension());
+        *self = assemble(&b.buf, &b.index, extension)?;
         Ok(())
     }
 
@@ -407,6 +545,15 @@ impl SessionData {
     }
 }
 
+impl PartialEq for SessionData {
+    /// The entries only: the extension is not part of the values.
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for SessionData {}
+
 impl fmt::Debug for SessionData {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Keys only: values may be personal data and do not belong in logs.
@@ -422,7 +569,7 @@ impl FromIterator<(String, RawJson)> for SessionData {
         for (k, v) in iter {
             b.push(&k, v.as_str());
         }
-        b.finish().unwrap_or_else(|e| {
+        b.finish(&[]).unwrap_or_else(|e| {
             tracing::warn!(error = %e, "session values dropped");
             SessionData::new()
         })
@@ -457,20 +604,20 @@ impl<'de> Visitor<'de> for DataVisitor {
         let entries = map.size_hint().unwrap_or(0).min(64);
         let mut b = Builder::with_capacity(0, entries);
         while map.next_key_seed(AppendKey(&mut b.buf))?.is_some() {
-            let start = b.index.last().map_or(0, |e| e[1] as usize);
+            let start = b.end();
             let key_end = b.buf.len();
             map.next_value_seed(AppendValue(&mut b.buf))?;
             b.close_entry(start, key_end);
-            if b.too_large || b.buf.len() > MAX_PAYLOAD_LEN {
+            if b.buf.len() > MAX_PAYLOAD_LEN {
                 return Err(A::Error::custom(PayloadTooLarge { len: b.buf.len() }));
             }
         }
-        b.finish().map_err(A::Error::custom)
+        b.finish(&[]).map_err(A::Error::custom)
     }
 }
 
 /// Appends a decoded string (a key) to the buffer.
-struct AppendKey<'b>(&'b mut String);
+struct AppendKey<'b>(&'b mut Vec<u8>);
 
 impl<'de> DeserializeSeed<'de> for AppendKey<'_> {
     type Value = ();
@@ -488,14 +635,14 @@ impl Visitor<'_> for AppendKey<'_> {
     }
 
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
-        self.0.push_str(v);
+        self.0.extend_from_slice(v.as_bytes());
         Ok(())
     }
 }
 
 /// Appends a decoded value's JSON text to the buffer: the JSON value itself from a
 /// human-readable format, a string of JSON text (validated) from a binary one.
-struct AppendValue<'b>(&'b mut String);
+struct AppendValue<'b>(&'b mut Vec<u8>);
 
 impl<'de> DeserializeSeed<'de> for AppendValue<'_> {
     type Value = ();
@@ -503,7 +650,7 @@ impl<'de> DeserializeSeed<'de> for AppendValue<'_> {
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         if d.is_human_readable() {
             let raw = Box::<RawValue>::deserialize(d)?;
-            self.0.push_str(raw.get());
+            self.0.extend_from_slice(raw.get().as_bytes());
             Ok(())
         } else {
             d.deserialize_str(self)
@@ -520,7 +667,7 @@ impl Visitor<'_> for AppendValue<'_> {
 
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
         validate_json(v).map_err(E::custom)?;
-        self.0.push_str(v);
+        self.0.extend_from_slice(v.as_bytes());
         Ok(())
     }
 }
@@ -781,12 +928,70 @@ mod packed_tests {
     }
 
     #[test]
-    fn builder_refuses_offsets_past_the_limit() {
+    fn builder_builds() {
         let mut b = Builder::with_capacity(0, 0);
         b.push("k", "1");
-        assert!(b.finish().is_ok());
-        let mut b = Builder::with_capacity(0, 0);
-        b.too_large = true;
-        assert_eq!(b.finish(), Err(PayloadTooLarge { len: 0 }));
+        assert!(b.finish(&[]).is_ok());
+    }
+
+    #[test]
+    fn one_allocation_with_u16_offsets_then_u32_past_64_kib() {
+        let mut d = SessionData::new();
+        assert_eq!(d.buffer_len(), 0, "an empty map allocates nothing");
+        d.insert("ab", raw("1"));
+        d.insert("c", raw(r#""xyz""#));
+        // Header, two offsets per entry (u16), then the payload.
+        assert_eq!(d.buffer_len(), 2 + 2 * 2 * 2 + d.payload_len());
+        let big = format!("\"{}\"", "x".repeat(70_000));
+        d.insert("big", raw(&big));
+        assert_eq!(d.buffer_len(), 4 + 3 * 2 * 4 + d.payload_len());
+        assert_eq!(d.get("big").unwrap().as_str(), big);
+        assert_eq!(d.get("c").unwrap().as_str(), r#""xyz""#);
+        assert_eq!(d.keys().collect::<Vec<_>>(), ["ab", "big", "c"]);
+        d.remove("big");
+        assert_eq!(d.buffer_len(), 2 + 2 * 2 * 2 + d.payload_len());
+        assert_eq!(d.to_json_object(), r#"{"ab":1,"c":"xyz"}"#);
+    }
+
+    #[test]
+    fn the_extension_rides_along_and_is_not_a_value() {
+        let mut d = SessionData::new();
+        d.set_extension(&[1, 2, 3]).unwrap();
+        assert_eq!(d.extension(), &[1, 2, 3]);
+        assert!(d.is_empty());
+        assert_eq!(d, SessionData::new());
+        d.insert("b", raw("1"));
+        d.insert("a", raw("[true]"));
+        assert_eq!(d.extension(), &[1, 2, 3], "kept by changes to the values");
+        let mut delta = Delta::default();
+        delta.set("a", raw("[null]"));
+        d.apply(&delta);
+        assert_eq!(d.extension(), &[1, 2, 3], "kept by an in-place replacement");
+        d.set_extension(&[9, 9, 9]).unwrap();
+        assert_eq!(d.extension(), &[9, 9, 9]);
+        d.apply_writes_with_extension([("c", Some(&*raw("2")))], &[4])
+            .unwrap();
+        assert_eq!(d.extension(), &[4]);
+        assert_eq!(d.to_json_object(), r#"{"a":[null],"b":1,"c":2}"#);
+        assert_eq!(d.payload_len(), "a[null]b1c2".len());
+        let plain: SessionData = serde_json::from_str(&serde_json::to_string(&d).unwrap()).unwrap();
+        assert_eq!(plain, d, "equality ignores the extension");
+        assert!(
+            plain.extension().is_empty(),
+            "and serialization leaves it out"
+        );
+        assert_eq!(
+            postcard::to_allocvec(&d).unwrap(),
+            postcard::to_allocvec(&plain).unwrap()
+        );
+        d.set_extension(&[]).unwrap();
+        assert_eq!(d.buffer_len(), plain.buffer_len());
+        // A wide buffer keeps its extension too.
+        let big = format!("\"{}\"", "y".repeat(70_000));
+        d.apply_writes_with_extension([("big", Some(&*raw(&big)))], &[5, 6])
+            .unwrap();
+        assert_eq!(d.extension(), &[5, 6]);
+        assert_eq!(d.get("big").unwrap().as_str(), big);
+        assert_eq!(d.get("c").unwrap().as_str(), "2");
     }
 }
