@@ -22,6 +22,10 @@ use session_core::{
 
 use crate::config::NodeId;
 
+mod meta;
+
+use meta::Meta;
+
 /// The stamp of one write: HLC time, then writer node id as the tie-break.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
@@ -111,9 +115,6 @@ impl std::fmt::Debug for PackedStamp {
     }
 }
 
-/// Removed keys and the stamp of their removal, sorted by key.
-type Tombstones = Vec<(Box<str>, Stamp)>;
-
 /// How long (in the session's own clock: its newest stamp) a removed key's tombstone is kept.
 /// A tombstone makes a removal win over an older write of the key that arrives late; after
 /// this long every replica has long since merged the removal (anti-entropy runs every few
@@ -136,18 +137,16 @@ pub struct MergeOutcome {
 
 /// The replicated state of one session held by a node.
 ///
-/// Laid out for a node holding millions of these (see `examples/memory.rs`): per-key stamps
-/// are packed to ten bytes, and removed-key tombstones, which most sessions never have, cost
-/// one pointer until the first removal. The values themselves are the [`SessionRecord`],
-/// shared with every request that loaded it.
+/// Laid out for a node holding millions of these (see `examples/memory.rs`): the record's data
+/// buffer carries, in its extension bytes, every key's write stamp, the removed keys, the
+/// touch stamp and the placement (the layout is in `state/meta.rs`), so the store keeps one
+/// shared [`SessionRecord`] per session and nothing beside it. This type is the working view
+/// the store hands to its callers: the record (shared, as every request that loaded it holds
+/// it) and the placement decoded from it.
 #[derive(Debug, Clone)]
 pub struct SessionState {
     record: Arc<SessionRecord>,
-    /// Stamps of `record.data`'s entries, in the same (key) order.
-    stamps: Vec<PackedStamp>,
-    /// Removed keys, if any (`None` rather than an empty list: one word instead of three).
-    tombstones: Option<Box<Tombstones>>,
-    touched: Stamp,
+    /// What the record's metadata says, decoded (kept in step by every change).
     placement: Placement,
 }
 
@@ -189,15 +188,32 @@ impl SessionState {
     /// A state holding `record` (its data, times and deadlines), every key stamped `stamp`.
     /// Used when a session moves to a new id: its creation time and absolute deadline stay.
     pub fn from_record(mut record: SessionRecord, stamp: Stamp, placement: Placement) -> Self {
-        let stamps = vec![PackedStamp::from(stamp); record.data.len()];
-        record.version = stamp.time;
-        SessionState {
-            record: Arc::new(record),
-            stamps,
-            tombstones: None,
+        let meta = Meta {
             touched: stamp,
+            stamps: vec![stamp; record.data.len()],
+            tombstones: Vec::new(),
+        };
+        record.version = stamp.time;
+        let mut s = SessionState {
+            record: Arc::new(record),
             placement,
+        };
+        s.save_meta(&meta);
+        s
+    }
+
+    /// The working view of a record the store holds (`None` if its metadata does not decode,
+    /// which only a record this type did not make could cause; the record is handed back).
+    pub(crate) fn from_stored(record: Arc<SessionRecord>) -> Result<Self, Arc<SessionRecord>> {
+        match meta::decode_placement(record.data.extension()) {
+            Some(placement) => Ok(SessionState { record, placement }),
+            None => Err(record),
         }
+    }
+
+    /// What the store keeps: the record, metadata included.
+    pub(crate) fn into_stored(self) -> Arc<SessionRecord> {
+        self.record
     }
 
     /// The update a node that holds no copy sends for a write on `record` (the session as it
@@ -256,22 +272,24 @@ impl SessionState {
                 absolute_deadline: w.absolute_deadline,
                 version: 0,
             }),
-            stamps: Vec::new(),
-            tombstones: None,
-            touched: w.touched,
             placement,
+        };
+        let mut meta = Meta {
+            touched: w.touched,
+            stamps: Vec::new(),
+            tombstones: Vec::new(),
         };
         // As a merge into nothing: a key named twice keeps its newest write, in any order.
         let mut pending = Pending::new();
         for e in &w.entries {
-            if s.judge(&pending, e).0 {
+            if s.judge(&meta, &pending, e).0 {
                 pending.insert(&e.key, (e.stamp, e.value.as_deref()));
             }
         }
-        if !s.put_all(&pending) {
+        if !s.put_all(&mut meta, &pending) {
             return None;
         }
-        s.refresh_version();
+        s.refresh_version(&meta);
         Some(s)
     }
 
@@ -294,50 +312,77 @@ impl SessionState {
     }
 
     /// Approximate heap bytes held (for memory accounting): keys and values, their stamps,
-    /// and removed keys.
+    /// removed keys and the placement (the data buffer, which holds them all).
     #[cfg(feature = "testing")]
     pub fn heap_bytes(&self) -> usize {
-        self.record.data.payload_len()
-            + self.stamps.len() * std::mem::size_of::<PackedStamp>()
-            + self
-                .tombs()
-                .iter()
-                .map(|(k, s)| k.len() + std::mem::size_of_val(k) + std::mem::size_of_val(s))
-                .sum::<usize>()
+        self.record.data.buffer_len()
+    }
+
+    /// The metadata, decoded. The record's own bytes, so decoding cannot fail unless the
+    /// record was not made by this type; then (logged) every key counts as never written.
+    fn meta(&self) -> Meta {
+        let data = &self.record.data;
+        match meta::decode(data.extension(), data.len()) {
+            Some((m, _)) => m,
+            None => {
+                tracing::error!(id = ?self.record.id, "session metadata does not decode");
+                Meta {
+                    touched: Stamp::default(),
+                    stamps: vec![Stamp::default(); data.len()],
+                    tombstones: Vec::new(),
+                }
+            }
+        }
+    }
+
+    /// Writes `meta` (and the placement) into the record (in place when the encoding keeps
+    /// its length).
+    fn save_meta(&mut self, meta: &Meta) {
+        let bytes = meta::encode(meta, &self.placement);
+        if Arc::make_mut(&mut self.record)
+            .data
+            .set_extension(&bytes)
+            .is_err()
+        {
+            tracing::warn!(id = ?self.record.id, "session metadata not stored: data too large");
+        }
     }
 
     /// Removed keys and their stamps, sorted by key.
-    fn tombs(&self) -> &[(Box<str>, Stamp)] {
-        self.tombstones.as_deref().map_or(&[], Vec::as_slice)
+    #[cfg(test)]
+    fn tombs(&self) -> Vec<(Box<str>, Stamp)> {
+        self.meta().tombstones
     }
 
-    fn refresh_version(&mut self) {
-        let live = self.stamps.iter().map(|s| s.get().time);
-        let removed = self.tombs().iter().map(|(_, s)| s.time);
+    fn refresh_version(&mut self, meta: &Meta) {
+        let live = meta.stamps.iter().map(|s| s.time);
+        let removed = meta.tombstones.iter().map(|(_, s)| s.time);
         let max = live
             .chain(removed)
-            .chain([self.touched.time])
+            .chain([meta.touched.time])
             .max()
             .unwrap_or(0);
-        Arc::make_mut(&mut self.record).version = max;
+        if self.record.version != max {
+            Arc::make_mut(&mut self.record).version = max;
+        }
     }
 
     /// The stamp currently recorded for `key` (live or removed).
-    fn stamp_of(&self, key: &str) -> Option<Stamp> {
+    fn stamp_of(&self, meta: &Meta, key: &str) -> Option<Stamp> {
         if let Some(i) = self.index_of(key) {
-            return self.stamps.get(i).map(|s| s.get());
+            return meta.stamps.get(i).copied();
         }
-        let t = self.tombs();
+        let t = &meta.tombstones;
         find_tomb(t, key).ok().map(|i| t[i].1)
     }
 
     /// Whether `e` is later than what this state, with the `pending` writes of the same batch
     /// on top, records for its key (see `write_order`), and, when it is not, whether it lost to
     /// a concurrent write of another node with a different value (a conflict).
-    fn judge(&self, pending: &Pending<'_>, e: &WireEntry) -> (bool, bool) {
+    fn judge(&self, meta: &Meta, pending: &Pending<'_>, e: &WireEntry) -> (bool, bool) {
         let (local, local_value) = match pending.get(e.key.as_str()) {
             Some(&(stamp, value)) => (stamp, value),
-            None => match self.stamp_of(&e.key) {
+            None => match self.stamp_of(meta, &e.key) {
                 Some(stamp) => (stamp, self.record.data.get(&e.key)),
                 None => return (true, false),
             },
@@ -355,19 +400,22 @@ impl SessionState {
     }
 
     /// Sets (or removes) every key of `pending` with its stamp, unconditionally, rebuilding the
-    /// data once. False (and nothing changed) if the data would pass its size limit.
-    fn put_all(&mut self, pending: &Pending<'_>) -> bool {
+    /// data (metadata included) once. False (and nothing changed) if the data would pass its
+    /// size limit. With nothing pending, the metadata is still written (in place when it
+    /// keeps its length).
+    fn put_all(&mut self, meta: &mut Meta, pending: &Pending<'_>) -> bool {
         if pending.is_empty() {
+            self.save_meta(meta);
             return true;
         }
         // The stamps after the writes, aligned with the (sorted) keys: the same merge as the
         // data's.
-        let mut stamps = Vec::with_capacity(self.stamps.len() + pending.len());
+        let mut stamps = Vec::with_capacity(meta.stamps.len() + pending.len());
         let mut old = self
             .record
             .data
             .keys()
-            .zip(self.stamps.iter().copied())
+            .zip(meta.stamps.iter().copied())
             .peekable();
         for (&key, &(stamp, value)) in pending {
             while let Some((_, s)) = old.next_if(|(k, _)| *k < key) {
@@ -375,67 +423,38 @@ impl SessionState {
             }
             old.next_if(|(k, _)| *k == key);
             if value.is_some() {
-                stamps.push(PackedStamp::from(stamp));
+                stamps.push(stamp);
             }
         }
         stamps.extend(old.map(|(_, s)| s));
-        stamps.shrink_to_fit();
+        let mut next = Meta {
+            touched: meta.touched,
+            stamps,
+            tombstones: meta.tombstones.clone(),
+        };
+        let t = &mut next.tombstones;
+        for (&key, &(stamp, value)) in pending {
+            match (value, find_tomb(t, key)) {
+                (Some(_), Ok(i)) => {
+                    t.remove(i);
+                }
+                (Some(_), Err(_)) => {}
+                (None, Ok(i)) => t[i].1 = stamp,
+                (None, Err(i)) => t.insert(i, (key.into(), stamp)),
+            }
+        }
+        prune_tombstones(&mut next);
+        let bytes = meta::encode(&next, &self.placement);
         let r = Arc::make_mut(&mut self.record);
         if let Err(e) = r
             .data
-            .apply_writes(pending.iter().map(|(&k, &(_, v))| (k, v)))
+            .apply_writes_with_extension(pending.iter().map(|(&k, &(_, v))| (k, v)), &bytes)
         {
             tracing::warn!(error = %e, "replicated write refused");
             return false;
         }
-        self.stamps = stamps;
-        for (&key, &(stamp, value)) in pending {
-            match value {
-                Some(_) => {
-                    if let Some(t) = &mut self.tombstones
-                        && let Ok(i) = find_tomb(t, key)
-                    {
-                        t.remove(i);
-                    }
-                }
-                None => {
-                    let t = self.tombstones.get_or_insert_with(Box::default);
-                    match find_tomb(t, key) {
-                        Ok(i) => t[i].1 = stamp,
-                        Err(i) => t.insert(i, (key.into(), stamp)),
-                    }
-                }
-            }
-        }
-        self.prune_tombstones();
+        *meta = next;
         true
-    }
-
-    /// Drops removed-key tombstones older than [`KEY_TOMBSTONE_TTL_MS`] before the session's
-    /// newest stamp, and the oldest beyond [`MAX_KEY_TOMBSTONES`]. Decided by the state alone,
-    /// so replicas holding the same writes prune the same tombstones and stay identical.
-    fn prune_tombstones(&mut self) {
-        let Some(t) = self.tombstones.as_mut() else {
-            return;
-        };
-        let newest = self
-            .stamps
-            .iter()
-            .map(|s| s.get().time)
-            .chain(t.iter().map(|(_, s)| s.time))
-            .chain([self.touched.time])
-            .max()
-            .unwrap_or(0);
-        t.retain(|(_, s)| s.time.saturating_add(KEY_TOMBSTONE_TTL_MS) >= newest);
-        if t.len() > MAX_KEY_TOMBSTONES {
-            let mut by_age: Vec<Stamp> = t.iter().map(|(_, s)| *s).collect();
-            by_age.sort_unstable();
-            let cutoff = by_age[t.len() - MAX_KEY_TOMBSTONES];
-            t.retain(|(_, s)| *s >= cutoff);
-        }
-        if t.is_empty() {
-            self.tombstones = None;
-        }
     }
 
     /// Applies a local write (delta + touch) stamped `stamp` and returns the update to send.
@@ -446,6 +465,7 @@ impl SessionState {
         now: u64,
         policy: &ExpiryPolicy,
     ) -> WireState {
+        let mut meta = self.meta();
         let mut entries = Vec::with_capacity(delta.set.len() + delta.removed.len());
         let mut pending = Pending::new();
         for k in &delta.removed {
@@ -470,39 +490,50 @@ impl SessionState {
             });
         }
         let base = self.version();
-        self.put_all(&pending);
-        self.touch(stamp, now, policy);
-        let mut w = self.header(false);
+        // The touch first, so the writes and the touch make one rebuild of the data. (Pruning
+        // removed keys sees the same newest stamp either way: `stamp` is among the writes.)
+        self.touch_meta(&mut meta, stamp, now, policy);
+        self.put_all(&mut meta, &pending);
+        self.refresh_version(&meta);
+        let mut w = self.header(false, meta.touched);
         w.base = base;
         w.entries = entries;
         w
     }
 
-    /// Moves the idle deadline for activity at `now`.
-    pub fn touch(&mut self, stamp: Stamp, now: u64, policy: &ExpiryPolicy) {
+    fn touch_meta(&mut self, meta: &mut Meta, stamp: Stamp, now: u64, policy: &ExpiryPolicy) {
         let r = Arc::make_mut(&mut self.record);
         r.last_access = r.last_access.max(now);
         r.idle_deadline = r
             .idle_deadline
             .max(policy.refreshed_idle_deadline(now, r.absolute_deadline));
-        self.touched = self.touched.max(stamp);
-        self.refresh_version();
+        meta.touched = meta.touched.max(stamp);
+    }
+
+    /// Moves the idle deadline for activity at `now`.
+    pub fn touch(&mut self, stamp: Stamp, now: u64, policy: &ExpiryPolicy) {
+        let mut meta = self.meta();
+        self.touch_meta(&mut meta, stamp, now, policy);
+        self.save_meta(&meta);
+        self.refresh_version(&meta);
     }
 
     /// Sets a new placement (failover re-homing, repair) and returns the update to send.
     pub fn set_placement(&mut self, placement: Placement) -> WireState {
         let base = self.version();
+        let meta = self.meta();
         if placement_order(&placement) > placement_order(&self.placement) {
             self.placement = placement;
-            self.refresh_version();
+            self.save_meta(&meta);
+            self.refresh_version(&meta);
         }
-        let mut w = self.header(false);
+        let mut w = self.header(false, meta.touched);
         w.base = base;
         w.placement = Some(self.placement.clone());
         w
     }
 
-    fn header(&self, full: bool) -> WireState {
+    fn header(&self, full: bool, touched: Stamp) -> WireState {
         let r = &self.record;
         WireState {
             id: r.id,
@@ -512,7 +543,7 @@ impl SessionState {
             last_access: r.last_access,
             idle_deadline: r.idle_deadline,
             absolute_deadline: r.absolute_deadline,
-            touched: self.touched,
+            touched,
             entries: Vec::new(),
             placement: None,
         }
@@ -520,18 +551,19 @@ impl SessionState {
 
     /// The whole state, for a node that has no copy.
     pub fn to_wire_full(&self) -> WireState {
-        let mut w = self.header(true);
+        let meta = self.meta();
+        let mut w = self.header(true, meta.touched);
         w.entries = self
             .record
             .data
             .iter()
-            .zip(&self.stamps)
+            .zip(&meta.stamps)
             .map(|((k, v), s)| WireEntry {
                 key: k.to_owned(),
-                stamp: s.get(),
+                stamp: *s,
                 value: Some(v.to_owned()),
             })
-            .chain(self.tombs().iter().map(|(k, s)| WireEntry {
+            .chain(meta.tombstones.iter().map(|(k, s)| WireEntry {
                 key: k.to_string(),
                 stamp: *s,
                 value: None,
@@ -552,56 +584,61 @@ impl SessionState {
     /// Merges an update from a peer.
     pub fn merge(&mut self, w: &WireState) -> MergeOutcome {
         let mut out = MergeOutcome::default();
+        let mut meta = self.meta();
         {
-            let r = Arc::make_mut(&mut self.record);
-            let before = (
+            let r = &self.record;
+            let created_at = r.created_at.min(w.created_at);
+            let absolute_deadline = r.absolute_deadline.min(w.absolute_deadline);
+            let last_access = r.last_access.max(w.last_access);
+            let idle_deadline = r.idle_deadline.max(w.idle_deadline).min(absolute_deadline);
+            let after = (created_at, last_access, idle_deadline, absolute_deadline);
+            if (
                 r.created_at,
                 r.last_access,
                 r.idle_deadline,
                 r.absolute_deadline,
-            );
-            r.created_at = r.created_at.min(w.created_at);
-            r.absolute_deadline = r.absolute_deadline.min(w.absolute_deadline);
-            r.last_access = r.last_access.max(w.last_access);
-            r.idle_deadline = r
-                .idle_deadline
-                .max(w.idle_deadline)
-                .min(r.absolute_deadline);
-            if before
-                != (
-                    r.created_at,
-                    r.last_access,
-                    r.idle_deadline,
-                    r.absolute_deadline,
-                )
+            ) != after
             {
+                let r = Arc::make_mut(&mut self.record);
+                r.created_at = created_at;
+                r.last_access = last_access;
+                r.idle_deadline = idle_deadline;
+                r.absolute_deadline = absolute_deadline;
                 out.changed = true;
             }
         }
-        if w.touched > self.touched {
-            self.touched = w.touched;
-            out.changed = true;
+        let mut meta_changed = false;
+        if w.touched > meta.touched {
+            meta.touched = w.touched;
+            meta_changed = true;
+        }
+        if let Some(p) = &w.placement
+            && placement_order(p) > placement_order(&self.placement)
+        {
+            self.placement = p.clone();
+            meta_changed = true;
         }
         let mut pending = Pending::new();
         for e in &w.entries {
-            let (wins, conflict) = self.judge(&pending, e);
+            let (wins, conflict) = self.judge(&meta, &pending, e);
             if wins {
                 pending.insert(&e.key, (e.stamp, e.value.as_deref()));
             } else if conflict {
                 out.conflicts += 1;
             }
         }
-        if !pending.is_empty() && self.put_all(&pending) {
-            out.changed = true;
+        if !pending.is_empty() {
+            if self.put_all(&mut meta, &pending) {
+                out.changed = true;
+            } else if meta_changed {
+                self.save_meta(&meta);
+            }
+        } else if meta_changed {
+            self.save_meta(&meta);
         }
-        if let Some(p) = &w.placement
-            && placement_order(p) > placement_order(&self.placement)
-        {
-            self.placement = p.clone();
-            out.changed = true;
-        }
+        out.changed |= meta_changed;
         if out.changed {
-            self.refresh_version();
+            self.refresh_version(&meta);
         }
         out
     }
@@ -612,20 +649,21 @@ impl SessionState {
     /// anti-entropy compares digests, never values. The hash (XXH3-128) is fixed by the crate
     /// version, so nodes of different builds agree during a rolling upgrade.
     pub fn digest(&self) -> [u8; 16] {
+        let meta = self.meta();
         let mut h = xxhash_rust::xxh3::Xxh3::new();
-        for (k, s) in self.record.data.keys().zip(&self.stamps) {
+        for (k, s) in self.record.data.keys().zip(&meta.stamps) {
             h.update(k.as_bytes());
             h.update(&[0]);
-            h.update(&s.0);
+            h.update(&PackedStamp::from(*s).0);
         }
         h.update(&[1]);
-        for (k, s) in self.tombs() {
+        for (k, s) in &meta.tombstones {
             h.update(k.as_bytes());
             h.update(&[0]);
             h.update(&PackedStamp::from(*s).0);
         }
         h.update(&[2]);
-        h.update(&PackedStamp::from(self.touched).0);
+        h.update(&PackedStamp::from(meta.touched).0);
         h.update(&PackedStamp::from(self.placement.stamp).0);
         h.update(&self.placement.owner.0.to_le_bytes());
         for b in &self.placement.backups {
@@ -660,6 +698,32 @@ impl SessionState {
             self.record.version
         )
     }
+}
+
+/// Drops removed-key tombstones older than [`KEY_TOMBSTONE_TTL_MS`] before the session's
+/// newest stamp, and the oldest beyond [`MAX_KEY_TOMBSTONES`]. Decided by the state alone, so
+/// replicas holding the same writes prune the same tombstones and stay identical.
+fn prune_tombstones(meta: &mut Meta) {
+    if meta.tombstones.is_empty() {
+        return;
+    }
+    let newest = meta
+        .stamps
+        .iter()
+        .map(|s| s.time)
+        .chain(meta.tombstones.iter().map(|(_, s)| s.time))
+        .chain([meta.touched.time])
+        .max()
+        .unwrap_or(0);
+    let t = &mut meta.tombstones;
+    t.retain(|(_, s)| s.time.saturating_add(KEY_TOMBSTONE_TTL_MS) >= newest);
+    if t.len() > MAX_KEY_TOMBSTONES {
+        let mut by_age: Vec<Stamp> = t.iter().map(|(_, s)| *s).collect();
+        by_age.sort_unstable();
+        let cutoff = by_age[t.len() - MAX_KEY_TOMBSTONES];
+        t.retain(|(_, s)| *s >= cutoff);
+    }
+    t.shrink_to_fit();
 }
 
 #[cfg(test)]
@@ -969,7 +1033,7 @@ mod tests {
     #[test]
     fn tombstones_come_and_go_with_removals_and_later_sets() {
         let mut s = base();
-        assert!(s.tombstones.is_none(), "no removal, no tombstone list");
+        assert!(s.tombs().is_empty(), "no removal, no tombstone");
         let mut d = Delta::default();
         d.remove("k0");
         d.remove("never-set");
@@ -979,14 +1043,20 @@ mod tests {
             1,
             "a key that never existed leaves no tombstone"
         );
-        assert_eq!(s.stamp_of("k0"), Some(Stamp { time: 10, node: 1 }));
-        assert!(s.stamps.is_empty());
+        assert_eq!(
+            s.stamp_of(&s.meta(), "k0"),
+            Some(Stamp { time: 10, node: 1 })
+        );
+        assert!(s.meta().stamps.is_empty());
         let mut d = Delta::default();
         d.set("k0", RawJson::from_value(&1).unwrap());
         d.set("never-set", RawJson::from_value(&2).unwrap());
         s.apply_local(&d, Stamp { time: 11, node: 1 }, 2000, &policy());
-        assert!(s.tombstones.is_none(), "the list goes once empty");
-        assert_eq!(s.stamps.len(), 2);
+        assert!(
+            s.tombs().is_empty(),
+            "the tombstones go with the later sets"
+        );
+        assert_eq!(s.meta().stamps.len(), 2);
         assert_eq!(s.version(), 11);
         // The state survives a full round trip through the wire form.
         let copy = SessionState::from_wire(&s.to_wire_full()).unwrap();
@@ -1039,7 +1109,7 @@ mod tests {
             &policy,
         );
         replica.merge(&w);
-        assert!(s.tombstones.is_none());
+        assert!(s.tombs().is_empty());
         assert_eq!(replica.fingerprint(), s.fingerprint());
         // A full copy of the pruned state converges with the replica.
         let copy = SessionState::from_wire(&s.to_wire_full()).unwrap();

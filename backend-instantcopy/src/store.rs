@@ -3,10 +3,11 @@
 //! expires (the approach of mini-redis's `db.rs`), instead of scanning everything on a timer.
 //!
 //! Memory layout, for a node holding millions of sessions (measured by `examples/memory.rs`):
-//! the map holds each state boxed, so a table slot is 24 bytes and the hash table's spare
-//! capacity (up to half the slots right after it grows) costs little; the expiry index is a
-//! binary min-heap of `(deadline, id)` pairs, 24 bytes each in one array, rather than a B-tree
-//! whose partly filled nodes cost about 40.
+//! the map holds each session as its shared record alone (the replication metadata rides in
+//! the record's data buffer, see `state/meta.rs`), one pointer per table slot (the id is the
+//! record's own, see `store/map.rs`); callers get a [`SessionState`] view made on the spot. The expiry index is a binary min-heap of
+//! `(deadline, id)` pairs, 24 bytes each in one array, rather than a B-tree whose partly
+//! filled nodes cost about 40.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -16,11 +17,15 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use parking_lot::Mutex;
-use session_core::{SessionId, now_millis};
+use session_core::{SessionData, SessionId, SessionRecord, now_millis};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::state::{MergeOutcome, SessionState, WireState};
+
+mod map;
+
+use map::Sessions;
 
 /// What happened to an update from a peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,9 +40,14 @@ pub enum Applied {
 }
 
 /// Sessions held in this node's memory.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Store {
-    sessions: DashMap<SessionId, Box<SessionState>>,
+    /// Each session's record, its metadata included (see [`SessionState::from_stored`]).
+    sessions: Sessions,
+    /// Stands in a slot while [`update`](Self::update) works on the record taken out of it
+    /// (so the record is not shared, and a write does not copy it). Expired, so should a
+    /// caller's closure panic, the slot reads as gone and the sweeper clears it.
+    placeholder: Arc<SessionRecord>,
     /// Destroyed (or cycled-away) ids and when their tombstone may go (ms).
     destroyed: DashMap<SessionId, u64>,
     /// `(deadline, id)` pairs, earliest on top; a pair may be earlier than the session's real
@@ -47,6 +57,28 @@ pub struct Store {
     wake: Notify,
     sweeps: AtomicU64,
     swept: AtomicU64,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store {
+            sessions: Sessions::default(),
+            placeholder: Arc::new(SessionRecord {
+                id: SessionId::from_bytes([0; 16]),
+                data: SessionData::new(),
+                created_at: 0,
+                last_access: 0,
+                idle_deadline: 0,
+                absolute_deadline: 0,
+                version: 0,
+            }),
+            destroyed: DashMap::new(),
+            index: Mutex::new(BinaryHeap::new()),
+            wake: Notify::new(),
+            sweeps: AtomicU64::new(0),
+            swept: AtomicU64::new(0),
+        }
+    }
 }
 
 impl Store {
@@ -62,7 +94,7 @@ impl Store {
 
     /// True when no session is held.
     pub fn is_empty(&self) -> bool {
-        self.sessions.is_empty()
+        self.sessions.len() == 0
     }
 
     /// Tombstones held.
@@ -90,14 +122,38 @@ impl Store {
         }
     }
 
-    /// Runs `f` on a session's state, if held (no copy is made).
+    /// Runs `f` on a session's state, if held (the record is shared, not copied; `f` runs
+    /// outside the map's lock).
     pub fn read<R>(&self, id: &SessionId, f: impl FnOnce(&SessionState) -> R) -> Option<R> {
-        self.sessions.get(id).map(|s| f(&s))
+        let record = self.sessions.get(id)?;
+        SessionState::from_stored(record).ok().map(|s| f(&s))
     }
 
-    /// Runs `f` on a session's state for writing, if held.
+    /// Runs `f` on a session's state for writing, if held (under the map's lock).
     pub fn update<R>(&self, id: &SessionId, f: impl FnOnce(&mut SessionState) -> R) -> Option<R> {
-        self.sessions.get_mut(id).map(|mut s| f(&mut s))
+        self.sessions
+            .with_mut(id, |slot| Self::modify(slot, &self.placeholder, f))
+            .flatten()
+    }
+
+    /// Runs `f` on the state in `slot`, the record taken out meanwhile.
+    fn modify<R>(
+        slot: &mut Arc<SessionRecord>,
+        placeholder: &Arc<SessionRecord>,
+        f: impl FnOnce(&mut SessionState) -> R,
+    ) -> Option<R> {
+        let record = std::mem::replace(slot, Arc::clone(placeholder));
+        match SessionState::from_stored(record) {
+            Ok(mut s) => {
+                let out = f(&mut s);
+                *slot = s.into_stored();
+                Some(out)
+            }
+            Err(record) => {
+                *slot = record;
+                None
+            }
+        }
     }
 
     /// When the id's tombstone may go (ms), if the id was destroyed.
@@ -117,7 +173,7 @@ impl Store {
         if self.is_destroyed(&r.id) || r.is_expired(now_millis()) {
             return false;
         }
-        self.sessions.insert(r.id, Box::new(state));
+        self.sessions.insert(state.into_stored());
         self.file(r.expires_at(), r.id);
         true
     }
@@ -127,39 +183,43 @@ impl Store {
         if self.is_destroyed(&w.id) {
             return Applied::Ignored;
         }
-        let (filed, outcome) = match self.sessions.entry(w.id) {
-            dashmap::Entry::Occupied(mut e) => {
-                if !w.full && w.base > e.get().version() {
-                    // This copy missed an update the writer's copy had: a delta on top of the
-                    // gap would leave it looking current while lacking that write.
-                    return Applied::NeedFull;
-                }
-                let before = e.get().record().expires_at();
-                let outcome = e.get_mut().merge(w);
-                let after = e.get().record().expires_at();
-                if after >= before {
-                    return Applied::Merged(outcome);
-                }
-                // A peer's earlier absolute deadline won: file the earlier deadline.
-                (after, outcome)
+        // `Err` is the answer when nothing needs filing.
+        let merged = |slot: &mut Arc<SessionRecord>| {
+            if !w.full && w.base > slot.version {
+                // This copy missed an update the writer's copy had: a delta on top of the
+                // gap would leave it looking current while lacking that write.
+                return Err(Applied::NeedFull);
             }
-            dashmap::Entry::Vacant(v) => {
-                if !w.full {
-                    return Applied::NeedFull;
-                }
-                match SessionState::from_wire(w) {
-                    Some(s) if !s.record().is_expired(now_millis()) => {
-                        let at = s.record().expires_at();
-                        v.insert(Box::new(s));
-                        let adopted = MergeOutcome {
-                            changed: true,
-                            conflicts: 0,
-                        };
-                        (at, adopted)
-                    }
-                    _ => return Applied::Ignored,
-                }
+            let before = slot.expires_at();
+            let Some(outcome) = Self::modify(slot, &self.placeholder, |s| s.merge(w)) else {
+                return Err(Applied::Ignored);
+            };
+            let after = slot.expires_at();
+            if after >= before {
+                return Err(Applied::Merged(outcome));
             }
+            // A peer's earlier absolute deadline won: file the earlier deadline.
+            Ok((after, outcome))
+        };
+        let adopted = || {
+            if !w.full {
+                return (Err(Applied::NeedFull), None);
+            }
+            match SessionState::from_wire(w) {
+                Some(s) if !s.record().is_expired(now_millis()) => {
+                    let at = s.record().expires_at();
+                    let adopted = MergeOutcome {
+                        changed: true,
+                        conflicts: 0,
+                    };
+                    (Ok((at, adopted)), Some(s.into_stored()))
+                }
+                _ => (Err(Applied::Ignored), None),
+            }
+        };
+        let (filed, outcome) = match self.sessions.upsert(&w.id, merged, adopted) {
+            Ok(filed) => filed,
+            Err(answer) => return answer,
         };
         self.file(filed, w.id);
         Applied::Merged(outcome)
@@ -167,7 +227,7 @@ impl Store {
 
     /// Forgets a session and keeps a tombstone until `until` (ms).
     pub fn destroy(&self, id: SessionId, until: u64) {
-        self.sessions.remove(&id);
+        self.remove(&id);
         // A repeated destroy (a broadcast retried or replayed) files nothing new.
         if until > now_millis() && self.destroyed.insert(id, until) != Some(until) {
             self.file(until, id);
@@ -183,14 +243,12 @@ impl Store {
     /// Forgets a copy without a tombstone if its version is still `version` (a copy that changed
     /// since it was handed off is kept). Returns whether it went.
     pub fn remove_if_version(&self, id: &SessionId, version: u64) -> bool {
-        self.sessions
-            .remove_if(id, |_, s| s.version() == version)
-            .is_some()
+        self.sessions.remove_if(id, |s| s.version == version)
     }
 
     /// Forgets a copy without a tombstone (an expired or stale copy).
     pub fn remove(&self, id: &SessionId) {
-        self.sessions.remove(id);
+        self.sessions.remove_if(id, |_| true);
     }
 
     /// Tombstones created after `since` (ms before their expiry is unknown, so: all tombstones
@@ -206,14 +264,18 @@ impl Store {
 
     /// Runs `f` on every held session (shard by shard; `f` must not touch the store).
     pub fn for_each(&self, mut f: impl FnMut(&SessionState)) {
-        for e in self.sessions.iter() {
-            f(e.value());
-        }
+        self.sessions.for_each(|r| {
+            if let Ok(s) = SessionState::from_stored(r.clone()) {
+                f(&s);
+            }
+        });
     }
 
     /// Ids of every held session (for repair scans).
     pub fn ids(&self) -> Vec<SessionId> {
-        self.sessions.iter().map(|e| *e.key()).collect()
+        let mut ids = Vec::with_capacity(self.sessions.len());
+        self.sessions.for_each(|r| ids.push(r.id));
+        ids
     }
 
     /// Removes every session and tombstone whose deadline passed; returns how many sessions
@@ -246,15 +308,9 @@ impl Store {
                     self.file(until, id);
                 }
             }
-            let expires = self.sessions.get(&id).map(|s| s.record().expires_at());
+            let expires = self.sessions.get(&id).map(|s| s.expires_at());
             match expires {
-                Some(at)
-                    if at <= now
-                        && self
-                            .sessions
-                            .remove_if(&id, |_, s| s.record().is_expired(now))
-                            .is_some() =>
-                {
+                Some(at) if at <= now && self.sessions.remove_if(&id, |s| s.is_expired(now)) => {
                     removed += 1;
                 }
                 Some(at) if at <= now => {}
