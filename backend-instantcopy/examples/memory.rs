@@ -23,22 +23,48 @@
 //!
 //! For the `Vec` layers the report subtracts the `Vec` slot itself (its size is printed).
 //!
+//! With `--layer node` (the default) the example then writes the same sessions to Redis through
+//! `backend-redis` (`--redis-url`, default `REDIS_URL` or `redis://127.0.0.1:6379`; `--no-redis`
+//! skips it; at most 200,000 unless `--redis-sessions` says otherwise), under a fresh key
+//! prefix, once with `hash-max-listpack-value 64` (Redis' default) and once with 128, and
+//! prints Redis' `INFO memory` `used_memory` growth per session beside ours, with the ratio.
+//! The setting is changed with `CONFIG SET` and restored to the server's previous value
+//! afterwards, also on error; every key written is deleted (and would expire within 30 min).
+//! `used_memory` is Redis' own count of allocated bytes (less than its RSS), and on a shared
+//! server other clients' writes land in the same delta.
+//!
 //! On the development machine (glibc malloc, 1,000,000 sessions of 197 B payload), `node`
-//! measured 636 B per session (3.2 × the payload): 288 B are the `SessionData`'s heap (one
-//! buffer holding every key and value, 197 B, plus a 32 B offset index, allocator overhead
-//! included), 112 B the shared `Arc<SessionRecord>` (which holds the map's 32 inline bytes),
-//! and the instant-copy state around them about 235 B (boxed state 112, packed per-key stamps
-//! 48, map slot about 50, expiry index about 25).
+//! measures 393 B per session (2.0 × the payload), against 1,157 B for Redis 7.0 with its
+//! default config (the 85 B cart value forces the hash into a hashtable) and 546 B with
+//! `hash-max-listpack-value 128` (listpack): 0.34× and 0.72×. What a held session is now: the
+//! shared `Arc<SessionRecord>` (96 B: id, four deadlines, version, the data's 16 B handle)
+//! and one data buffer (240 B: a 2 B header, a 16 B `u16` offset index, the 197 B payload and
+//! 14 B of replication metadata (key stamps, touch, placement; `state/meta.rs`), allocator
+//! overhead included), one 8 B pointer in the map (about 19 B with the table's spare
+//! capacity) and a 24 B expiry index entry (about 25 B); the rest (about 13 B) is
+//! fragmentation.
 //!
-//! Per layer, before and after `SessionData` moved from a vector of boxed keys and boxed values
-//! (two allocations per key plus the vector) to that one-buffer layout:
+//! Per layer (each a fresh process, 1,000,000 sessions), in bytes of RSS per session:
 //!
-//! | layer | before | after |
-//! |---|---|---|
-//! | `data` | 545 B | 320 B |
-//! | `record` | 641 B | 392 B |
-//! | `store` | 872 B | 627 B |
-//! | `node` | 861 B | 636 B |
+//! | layer | boxed keys and values | one buffer + `u32` index | now |
+//! |---|---|---|---|
+//! | `data` | 545 | 320 | 248 |
+//! | `record` | 641 | 392 | 392 |
+//! | `state` | | 541 | 457 |
+//! | `store` | 872 | 627 | 444 |
+//! | `node` | 861 | 640 | 393 |
+//! | `tombstones` | | 77 | 78 |
+//!
+//! The steps from 640 to 393 (`node`): `SessionData` as one allocation (header, `u16` offsets
+//! up to 64 KiB of buffer and `u32` beyond, entries) with a 16 B handle instead of a buffer
+//! plus a separate `u32` index (32 B handle): `data` 320 → 248; the replication metadata in
+//! that buffer's extension bytes instead of a boxed `SessionState` (112 B) and a stamp vector
+//! (48 B), the store holding only the record: 640 → 442; the metadata's stamps shared through
+//! a table (4-bit references, none when one stamp covers everything: 21 → 14 B, which brings
+//! the buffer under the 240 B size class) and a map keyed by the record's own id (8 B slots,
+//! 52 → ~19 B per session): 442 → 393 (these two measured together). The `record`, `state`
+//! and `store` layers build their sessions in a loop that leaves more allocator holes than the
+//! node's path does, so they read higher than their parts.
 #![allow(clippy::print_stdout)]
 
 use std::sync::Arc;
@@ -68,13 +94,29 @@ struct Args {
     sessions: usize,
     layer: Layer,
     backups: u16,
+    /// The Redis to compare with (`None`: `--no-redis`).
+    redis_url: Option<String>,
+    /// Sessions written to Redis (default: `--sessions`, at most [`REDIS_SESSIONS`]).
+    redis_sessions: Option<usize>,
 }
+
+/// Sessions written to Redis unless `--redis-sessions` says otherwise: 200,000 take about ten
+/// seconds per configuration on a local server, and the figure per session no longer moves.
+const REDIS_SESSIONS: usize = 200_000;
+
+/// The Redis setting the comparison varies: the longest value a hash may hold and still be
+/// encoded as a compact listpack (Redis 7; 64 by default).
+const LISTPACK_VALUE: &str = "hash-max-listpack-value";
 
 fn parse_args() -> Result<Args, Error> {
     let mut args = Args {
         sessions: 1_000_000,
         layer: Layer::Node,
         backups: 0,
+        redis_url: Some(
+            std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_string()),
+        ),
+        redis_sessions: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -82,6 +124,9 @@ fn parse_args() -> Result<Args, Error> {
         match a.as_str() {
             "--sessions" => args.sessions = value("--sessions")?.parse()?,
             "--backups" => args.backups = value("--backups")?.parse()?,
+            "--redis-url" => args.redis_url = Some(value("--redis-url")?),
+            "--no-redis" => args.redis_url = None,
+            "--redis-sessions" => args.redis_sessions = Some(value("--redis-sessions")?.parse()?),
             "--layer" => {
                 args.layer = match value("--layer")?.as_str() {
                     "node" => Layer::Node,
@@ -96,15 +141,19 @@ fn parse_args() -> Result<Args, Error> {
             "-h" | "--help" => {
                 println!(
                     "usage: memory [--sessions N] [--layer node|store|tombstones|state|record|data] \
-                     [--backups K]"
+                     [--backups K] [--redis-url URL | --no-redis] [--redis-sessions N]\n\
+                     With --layer node (the default) the same sessions are also written to Redis \
+                     (REDIS_URL, else redis://127.0.0.1:6379) through backend-redis, once with \
+                     {LISTPACK_VALUE} 64 (Redis' default) and once with 128, and Redis' \
+                     used_memory growth per session is printed beside ours."
                 );
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?}").into()),
         }
     }
-    if args.sessions == 0 {
-        return Err("--sessions must be at least 1".into());
+    if args.sessions == 0 || args.redis_sessions == Some(0) {
+        return Err("--sessions and --redis-sessions must be at least 1".into());
     }
     Ok(args)
 }
@@ -363,6 +412,189 @@ fn main() -> Result<(), Error> {
     );
     if let Held::Node(node, _) = held {
         rt.block_on(node.shutdown());
+        match &args.redis_url {
+            None => println!("redis: skipped (--no-redis)"),
+            Some(url) => {
+                let count = args.redis_sessions.unwrap_or(n.min(REDIS_SESSIONS));
+                if count < n {
+                    println!(
+                        "redis: writing {count} sessions (not {n}: --redis-sessions to change)"
+                    );
+                }
+                match rt.block_on(compare_with_redis(url, count)) {
+                    Ok(redis) => redis.print(per),
+                    Err(e) => println!(
+                        "redis: no comparison: {e}\n  (start Redis, pass --redis-url URL, or \
+                         --no-redis to skip it)"
+                    ),
+                }
+            }
+        }
     }
     Ok(())
+}
+
+/// What Redis needed for the same sessions, per configuration.
+struct RedisFigures {
+    /// `hash-max-listpack-value` as the server had it (restored afterwards).
+    previous: String,
+    /// `(hash-max-listpack-value, used_memory growth per session, one session's encoding)`.
+    runs: Vec<(&'static str, f64, String)>,
+    sessions: usize,
+}
+
+impl RedisFigures {
+    fn print(&self, ours: f64) {
+        println!(
+            "redis (INFO memory used_memory growth / sessions, {} sessions written by \
+             backend-redis):",
+            self.sessions
+        );
+        for (value, per, encoding) in &self.runs {
+            println!(
+                "  {LISTPACK_VALUE} {value}: {per:.1} B per session ({encoding}); \
+                 instant copy / redis = {:.2}",
+                ours / per
+            );
+        }
+        println!(
+            "  (CONFIG SET {LISTPACK_VALUE} was changed for this and restored to {}; every \
+             key written was deleted)",
+            self.previous
+        );
+    }
+}
+
+async fn connect_redis(url: &str) -> Result<redis::aio::MultiplexedConnection, Error> {
+    let client = redis::Client::open(url)?;
+    let con = tokio::time::timeout(
+        Duration::from_secs(3),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    .map_err(|_| format!("Redis at {url} did not answer within 3 s"))?
+    .map_err(|e| format!("Redis at {url} is unreachable: {e}"))?;
+    Ok(con)
+}
+
+/// `used_memory` from `INFO memory`.
+async fn used_memory(con: &mut redis::aio::MultiplexedConnection) -> Result<u64, Error> {
+    let info: String = redis::cmd("INFO").arg("memory").query_async(con).await?;
+    Ok(info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .ok_or("no used_memory in INFO memory")?
+        .trim()
+        .parse()?)
+}
+
+async fn set_listpack_value(
+    con: &mut redis::aio::MultiplexedConnection,
+    value: &str,
+) -> Result<(), Error> {
+    let () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg(LISTPACK_VALUE)
+        .arg(value)
+        .query_async(con)
+        .await?;
+    Ok(())
+}
+
+/// Writes `count` sessions of the example's shape to Redis with each listpack setting, and
+/// measures `used_memory`'s growth; the setting is restored afterwards, also on error.
+async fn compare_with_redis(url: &str, count: usize) -> Result<RedisFigures, Error> {
+    let mut con = connect_redis(url).await?;
+    let got: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg(LISTPACK_VALUE)
+        .query_async(&mut con)
+        .await?;
+    let previous = got
+        .get(1)
+        .cloned()
+        .ok_or_else(|| format!("this Redis has no {LISTPACK_VALUE} setting (Redis 7 needed)"))?;
+    let mut runs = Vec::new();
+    let mut outcome = Ok(());
+    for value in ["64", "128"] {
+        let run = async {
+            set_listpack_value(&mut con, value).await?;
+            redis_run(url, &mut con, count).await
+        };
+        match run.await {
+            Ok((per, encoding)) => runs.push((value, per, encoding)),
+            Err(e) => {
+                outcome = Err(e);
+                break;
+            }
+        }
+    }
+    set_listpack_value(&mut con, &previous)
+        .await
+        .map_err(|e| format!("restoring {LISTPACK_VALUE} {previous} FAILED: {e}"))?;
+    outcome?;
+    Ok(RedisFigures {
+        previous,
+        runs,
+        sessions: count,
+    })
+}
+
+/// One configuration: writes the sessions under a fresh key prefix, measures, deletes them
+/// (also on error).
+async fn redis_run(
+    url: &str,
+    con: &mut redis::aio::MultiplexedConnection,
+    count: usize,
+) -> Result<(f64, String), Error> {
+    use futures::StreamExt;
+    let prefix = format!("memory-example:{}-{}:", std::process::id(), now_millis());
+    let config = backend_redis::RedisConfig::single(url).with_key_prefix(&prefix);
+    let backend =
+        backend_redis::RedisBackend::connect(config.clone(), policy(), &KeyRing::generate())
+            .await?;
+    let measured = async {
+        let before = used_memory(con).await?;
+        let mut writes = futures::stream::iter(0..count as u64)
+            .map(|i| {
+                let backend = &backend;
+                async move { Ok::<_, Error>(backend.create(session_data(i)?).await?) }
+            })
+            .buffer_unordered(32);
+        while let Some(saved) = writes.next().await {
+            saved?;
+        }
+        drop(writes);
+        let after = used_memory(con).await?;
+        let (_, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(0)
+            .arg("MATCH")
+            .arg(backend_redis::testing::prefix_pattern(&prefix))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(con)
+            .await?;
+        let encoding: String = match keys.first() {
+            Some(k) => {
+                redis::cmd("OBJECT")
+                    .arg("ENCODING")
+                    .arg(k)
+                    .query_async(con)
+                    .await?
+            }
+            None => "encoding unknown".into(),
+        };
+        Ok::<_, Error>((after.saturating_sub(before) as f64 / count as f64, encoding))
+    }
+    .await;
+    let deleted = backend_redis::testing::delete_prefix(&config).await;
+    let left = backend_redis::testing::count_keys_under(url, &prefix).await;
+    let (per, encoding) = measured?;
+    match (deleted, left) {
+        (Ok(_), Ok(0)) => Ok((per, encoding)),
+        (d, l) => Err(format!(
+            "keys under {prefix} not all deleted ({d:?}, {l:?} left); they expire within 30 min"
+        )
+        .into()),
+    }
 }
