@@ -3,7 +3,7 @@
 //! Owns the simulated session's content (shaped like the demo's: a user, roles, a CSRF token
 //! and one key per cart line, about 200 B of payload) and its conversion into the real
 //! `backend_instantcopy` wire values: [`WireState`] (whole, or the one key a write changed),
-//! [`Update`], [`PushBatch`], [`FetchResponse`]. Sizes are `wire::encode` (postcard) lengths of
+//! [`Update`], [`PushBatch`](backend_instantcopy::wire::PushBatch), [`FetchResponse`]. Sizes are `wire::encode` (postcard) lengths of
 //! those values, plus the AES-256-GCM seal's overhead measured once by sealing a body with
 //! the crate's [`PeerSeal`]. A batch's size is computed from its updates' sizes with postcard's
 //! rule for a `Vec` (a varint length, then the elements), which a test checks against encoding
