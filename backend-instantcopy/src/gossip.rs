@@ -69,10 +69,24 @@ pub struct GossipCounters {
     pub rejected: Count,
 }
 
-/// The foca configuration for this node's settings.
+/// The smallest cluster size foca's dissemination count is tuned for.
+const MIN_SIZE_HINT: u32 = 16;
+
+/// How many times foca passes on each membership update in a cluster of `cluster_size`
+/// members (at least [`MIN_SIZE_HINT`]): its LAN rule, about 4·log10(n + 1). A count tuned for
+/// 16 members (4) let a few members of a 64- or 256-node cluster miss that a node died, until
+/// their own probe reached it, tens of seconds later (found by `bench simulate`).
+pub fn max_transmissions(cluster_size: usize) -> std::num::NonZeroU8 {
+    let n = u32::try_from(cluster_size)
+        .unwrap_or(u32::MAX)
+        .max(MIN_SIZE_HINT);
+    foca::Config::new_lan(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)).max_transmissions
+}
+
+/// The foca configuration for this node's settings (dissemination tuned for
+/// [`MIN_SIZE_HINT`] members; the gossip task re-tunes it as members come and go).
 pub(crate) fn foca_config(config: &Config) -> foca::Config {
-    // Cluster size only tunes dissemination counts; sixteen covers the clusters this is for.
-    let mut c = foca::Config::new_lan(NonZeroU32::new(16).unwrap_or(NonZeroU32::MIN));
+    let mut c = foca::Config::new_lan(NonZeroU32::new(MIN_SIZE_HINT).unwrap_or(NonZeroU32::MIN));
     let period = config.heartbeat_interval;
     c.probe_period = period;
     c.probe_rtt = period / 3;
@@ -113,7 +127,9 @@ impl Gossip {
         cancel: CancellationToken,
     ) {
         let rng: rand::rngs::StdRng = rand::make_rng();
+        let base = config.clone();
         let mut swim: Swim = Foca::new(self.members.identity(), config, rng, PostcardCodec);
+        let mut tuned_for = 0usize;
         let mut rt: AccumulatingRuntime<Identity> = AccumulatingRuntime::new();
         let mut timers: DelayQueue<Timer<Identity>> = DelayQueue::new();
         let mut buf = vec![0u8; 64 * 1024];
@@ -149,6 +165,16 @@ impl Gossip {
                 tracing::debug!(error = %e, "gossip message not applied");
             }
             self.flush(&swim, &mut rt, &mut timers).await;
+            let size = swim.num_members() + 1;
+            if size != tuned_for {
+                // Members joined or left: pass updates on as often as this size needs.
+                tuned_for = size;
+                let mut c = base.clone();
+                c.max_transmissions = max_transmissions(size);
+                if let Err(e) = swim.set_config(c) {
+                    tracing::warn!(error = %e, "could not re-tune gossip dissemination");
+                }
+            }
         }
     }
 
@@ -236,5 +262,25 @@ impl Gossip {
                 _ => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod dissemination_tests {
+    use super::*;
+
+    #[test]
+    fn updates_are_passed_on_more_often_as_the_cluster_grows() {
+        let small = max_transmissions(3).get();
+        assert_eq!(
+            small,
+            max_transmissions(16).get(),
+            "never below the 16-member count"
+        );
+        assert_eq!(small, 4);
+        let big = max_transmissions(256).get();
+        assert!(big > small, "256 members: {big}, 16: {small}");
+        assert!(max_transmissions(64).get() > small);
+        assert!(max_transmissions(usize::MAX).get() >= big);
     }
 }

@@ -179,6 +179,7 @@ pub use state::Stamp;
 #[cfg(feature = "testing")]
 pub mod internals {
     pub use crate::clock::Clock;
+    pub use crate::gossip::max_transmissions;
     pub use crate::node::Shared;
     pub use crate::replication::{Delivery, Queued, join};
     pub use crate::routing::{owned_id, owner_of, pick_backups, score};

@@ -55,9 +55,10 @@ pub struct Args {
     /// Seed of every random choice.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// The cluster size foca is told (sets how many messages carry each membership update):
-    /// a number, or `auto` for each run's own size [gossip.rs passes 16].
-    #[arg(long, default_value = "16", value_parser = size_hint)]
+    /// The cluster size foca's dissemination is tuned for (sets how many messages carry each
+    /// membership update): `auto` for each run's own size, as gossip.rs does, or a fixed
+    /// number (16 models the fixed hint gossip.rs used before).
+    #[arg(long, default_value = "auto", value_parser = size_hint)]
     pub size_hint: SizeHint,
     /// Skip the node-loss phase.
     #[arg(long)]

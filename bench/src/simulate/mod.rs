@@ -117,8 +117,9 @@ pub struct SimOptions {
     pub seed: u64,
     /// Kill one node after the workload and measure detection and repair.
     pub loss: bool,
-    /// The cluster size foca is configured for, which sets how many messages carry each
-    /// membership update (gossip.rs passes 16); `None`: each run's own size.
+    /// The cluster size foca's dissemination is tuned for, which sets how many messages carry
+    /// each membership update; `None` (the default): each run's own size, as gossip.rs does.
+    /// `Some(16)` models the fixed hint gossip.rs used before.
     pub size_hint: Option<usize>,
 }
 
@@ -137,7 +138,7 @@ impl SimOptions {
             requests: 20_000,
             seed: 1,
             loss: true,
-            size_hint: Some(16),
+            size_hint: None,
         }
     }
 
@@ -200,9 +201,8 @@ pub struct Protocol {
     pub gossip_every_ms: f64,
     /// Members each periodic gossip goes to (gossip.rs: 3).
     pub gossip_fanout: usize,
-    /// How many messages each node piggybacks a membership update on: foca's
-    /// `max_transmissions` for `new_lan(16)`, floor(4 · log10(16 + 1)) (see
-    /// [`max_transmissions`] for other sizes).
+    /// How many messages each node piggybacks a membership update on in a cluster of up to 16
+    /// (see [`max_transmissions`] for larger ones).
     pub max_transmissions: u32,
     /// What this implies for a crashed (silent) node, from the first probe that reaches it
     /// to its prober declaring it down: one probe period until the probe is judged failed
@@ -233,10 +233,11 @@ impl Protocol {
     }
 }
 
-/// foca's `max_transmissions` for `Config::new_lan(cluster_size)`: floor(4 · log10(size + 1)),
-/// at least 1.
+/// How many messages each node piggybacks a membership update on in a cluster of
+/// `cluster_size`: the crate's own rule (gossip.rs re-tunes foca's `max_transmissions` as
+/// members come and go: floor(4 · log10(n + 1)) for at least 16 members).
 pub fn max_transmissions(cluster_size: usize) -> u32 {
-    ((4.0 * (cluster_size as f64 + 1.0).log10()).floor() as u32).max(1)
+    u32::from(backend_instantcopy::internals::max_transmissions(cluster_size).get())
 }
 
 /// Runs every size and mode, in order; `progress` lines go to stderr.

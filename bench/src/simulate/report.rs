@@ -388,12 +388,11 @@ impl SimReport {
             p.gossip_fanout,
             match o.size_hint {
                 Some(h) => format!("{} times", super::max_transmissions(h)),
-                None => "floor(4 · log10(n + 1)) times".to_string(),
+                None => "floor(4 · log10(n + 1)) times, at least 4".to_string(),
             },
             match o.size_hint {
-                Some(16) => "gossip.rs configures, 16".to_string(),
-                Some(h) => format!("{h} (gossip.rs configures 16)"),
-                None => "of each run (gossip.rs configures 16)".to_string(),
+                Some(h) => format!("fixed at {h} (gossip.rs re-tunes it to the live size)"),
+                None => "of each run, at least 16, as gossip.rs re-tunes it".to_string(),
             }
         ));
         if let Some(s) = &self.sizes {
