@@ -85,66 +85,7 @@ impl SessionBackend for InstantCopyNode {
         // Any near-cache copy is behind once the write goes out; a write forwarded to the
         // holders puts the copy it leaves back when one of them has it (`save_remote`).
         self.shared.forget_near(&loaded.record.id);
-        let result: Result<Saved, SessionError> = async {
-            let shared = &self.shared;
-            let id = loaded.record.id;
-            let now = now_millis();
-            if loaded.record.is_expired(now) {
-                return Err(SessionError::Gone);
-            }
-            if loaded.stale {
-                return Err(self.unavailable_write(
-                    "the session was read from a copy that may be stale (its newest copy is out of \
-                     reach): writes are refused until it can be reached"
-                        .into(),
-                ));
-            }
-            match shared
-                .store
-                .read(&id, |s| placement::may_serve(shared, s.placement()))
-            {
-                Some(true) => {}
-                Some(false) => return self.save_remote(loaded, delta, now).await,
-                // Holders always keep their copy: a missing one was destroyed or swept.
-                None if shared.store.is_destroyed(&id)
-                    || shared.config.replication == Replication::All =>
-                {
-                    return Err(SessionError::Gone);
-                }
-                None => return self.save_remote(loaded, delta, now).await,
-            }
-            if shared.config.ack != Ack::Async && shared.members.live_peer_ids().is_empty() {
-                // No live member could acknowledge it (a dead holder is replaced by any live
-                // member before the write goes out): refuse before applying anything.
-                shared.metrics.ack_failures.inc();
-                return Err(self.unavailable_write(format!(
-                    "ack = {} but no live replica can hold the write",
-                    shared.config.ack
-                )));
-            }
-            let stamp = shared.clock.now();
-            let applied = shared.store.update(&id, |s| {
-                if s.record().is_expired(now) {
-                    return None;
-                }
-                let w = s.apply_local(delta, stamp, now, &shared.policy);
-                Some((w, s.placement().clone()))
-            });
-            let Some(Some((w, old))) = applied else {
-                return Err(SessionError::Gone);
-            };
-            let old_holders: Vec<NodeId> = std::iter::once(old.owner)
-                .chain(old.backups.iter().copied())
-                .collect();
-            let (placement, version, expires_at) =
-                self.replicate_held(id, Some(&w), &old_holders).await?;
-            shared.counters.saved();
-            Ok(Saved {
-                token: self.token(&id, &placement, version)?,
-                expires_at,
-            })
-        }
-        .await;
+        let result = self.save_write(loaded, delta).await;
         self.shared.counters.write_result(result)
     }
 
@@ -279,5 +220,108 @@ impl SessionBackend for InstantCopyNode {
             backups,
         }
         .encode()
+    }
+}
+
+impl InstantCopyNode {
+    /// A write: through this node's copy when it may serve the session, else forwarded to the
+    /// holders.
+    async fn save_write(&self, loaded: &Loaded, delta: &Delta) -> Result<Saved, SessionError> {
+        let shared = &self.shared;
+        let id = loaded.record.id;
+        let now = now_millis();
+        if loaded.record.is_expired(now) {
+            return Err(SessionError::Gone);
+        }
+        if loaded.stale {
+            return Err(self.unavailable_write(
+                "the session was read from a copy that may be stale (its newest copy is out of \
+                 reach): writes are refused until it can be reached"
+                    .into(),
+            ));
+        }
+        match shared
+            .store
+            .read(&id, |s| placement::may_serve(shared, s.placement()))
+        {
+            Some(true) => {}
+            Some(false) => return self.forward_or_take_over(loaded, delta, now).await,
+            // Holders always keep their copy: a missing one was destroyed or swept.
+            None if shared.store.is_destroyed(&id)
+                || shared.config.replication == Replication::All =>
+            {
+                return Err(SessionError::Gone);
+            }
+            None => return self.forward_or_take_over(loaded, delta, now).await,
+        }
+        if shared.config.ack != Ack::Async && shared.members.live_peer_ids().is_empty() {
+            // No live member could acknowledge it (a dead holder is replaced by any live
+            // member before the write goes out): refuse before applying anything.
+            shared.metrics.ack_failures.inc();
+            return Err(self.unavailable_write(format!(
+                "ack = {} but no live replica can hold the write",
+                shared.config.ack
+            )));
+        }
+        let stamp = shared.clock.now();
+        let applied = shared.store.update(&id, |s| {
+            if s.record().is_expired(now) {
+                return None;
+            }
+            let w = s.apply_local(delta, stamp, now, &shared.policy);
+            Some((w, s.placement().clone()))
+        });
+        let Some(Some((w, old))) = applied else {
+            return Err(SessionError::Gone);
+        };
+        let old_holders: Vec<NodeId> = std::iter::once(old.owner)
+            .chain(old.backups.iter().copied())
+            .collect();
+        let (placement, version, expires_at) =
+            self.replicate_held(id, Some(&w), &old_holders).await?;
+        shared.counters.saved();
+        Ok(Saved {
+            token: self.token(&id, &placement, version)?,
+            expires_at,
+        })
+    }
+
+    /// Forwards a write to the holders (`save_remote`). When that fails because a holder
+    /// turned out dead under it (a crash the read before did not notice yet: its ask to that
+    /// holder was still in flight when another holder answered), reads the session again,
+    /// which with a holder down keeps the copy here, and writes through it: the holder path
+    /// re-places the session on live members, as it would have had the crash been noticed a
+    /// moment earlier.
+    async fn forward_or_take_over(
+        &self,
+        loaded: &Loaded,
+        delta: &Delta,
+        now: u64,
+    ) -> Result<Saved, SessionError> {
+        let err = match self.save_remote(loaded, delta, now).await {
+            Err(e @ SessionError::Unavailable { .. }) => e,
+            other => return other,
+        };
+        let shared = &self.shared;
+        let route = self.route(&loaded.routing)?;
+        if route.holders().all(|n| shared.members.is_up(n)) {
+            return Err(err);
+        }
+        let id = loaded.record.id;
+        let Some(again) = self
+            .read(&loaded.token, loaded.routing.clone(), route, id, false)
+            .await?
+        else {
+            return Err(SessionError::Gone);
+        };
+        let held = shared
+            .store
+            .read(&id, |s| placement::may_serve(shared, s.placement()))
+            .unwrap_or(false);
+        if !held || again.stale {
+            return Err(err);
+        }
+        shared.metrics.failovers.inc();
+        Box::pin(self.save_write(&again, delta)).await
     }
 }
