@@ -162,7 +162,9 @@ mod tests {
     #[tokio::test]
     async fn advance_moves_only_the_scoped_task() {
         let clock = TestClock::new();
-        let outside = tokio::spawn(async { now_millis() });
+        // Read outside before the scope runs: a task still pending could run later and read a
+        // later real time.
+        let outside = tokio::spawn(async { now_millis() }).await.unwrap();
         let inside = clock
             .scope(async {
                 clock.advance(Duration::from_secs(3_600));
@@ -171,7 +173,6 @@ mod tests {
                 (now_millis(), spawned)
             })
             .await;
-        let outside = outside.await.unwrap();
         assert!(inside.0 >= outside + 3_600_000);
         assert!(inside.1 < inside.0 - 3_000_000);
         assert!(clock.sync_scope(now_millis) >= inside.0);
