@@ -73,7 +73,7 @@ pub struct GossipCounters {
 const MIN_SIZE_HINT: u32 = 16;
 
 /// How many times foca passes on each membership update in a cluster of `cluster_size`
-/// members (at least [`MIN_SIZE_HINT`]): its LAN rule, about 4·log10(n + 1). A count tuned for
+/// members (at least 16): its LAN rule, about 4·log10(n + 1). A count tuned for
 /// 16 members (4) let a few members of a 64- or 256-node cluster miss that a node died, until
 /// their own probe reached it, tens of seconds later (found by `bench simulate`).
 pub fn max_transmissions(cluster_size: usize) -> std::num::NonZeroU8 {
