@@ -74,6 +74,7 @@ pub mod client;
 pub mod compare;
 pub mod error;
 pub mod machine;
+pub mod markers;
 pub mod openmetrics;
 pub mod operations;
 pub mod peers;

@@ -498,38 +498,16 @@ pub const END_MARKER: &str = "<!-- simulate:end -->";
 /// `doc` with the text between [`BEGIN_MARKER`] and [`END_MARKER`] replaced by `generated`
 /// (the markers stay). Fails when a marker is missing, repeated or out of order.
 pub fn splice(doc: &str, generated: &str) -> Result<String> {
-    let find = |m: &str| {
-        let mut at = doc.match_indices(m).map(|(i, _)| i);
-        match (at.next(), at.next()) {
-            (Some(i), None) => Some(i),
-            _ => None,
-        }
-    };
-    let (Some(begin), Some(end)) = (find(BEGIN_MARKER), find(END_MARKER)) else {
-        return Err(BenchError(format!(
+    crate::markers::splice_between(doc, BEGIN_MARKER, END_MARKER, generated).ok_or_else(|| {
+        BenchError(format!(
             "no {BEGIN_MARKER} ... {END_MARKER} block (each marker once, begin first)"
-        )));
-    };
-    if end < begin {
-        return Err(BenchError(format!(
-            "{END_MARKER} comes before {BEGIN_MARKER}"
-        )));
-    }
-    let body_start = begin + BEGIN_MARKER.len();
-    let mut out = String::with_capacity(doc.len() + generated.len());
-    out.push_str(&doc[..body_start]);
-    out.push_str("\n\n");
-    out.push_str(generated.trim_end());
-    out.push_str("\n\n");
-    out.push_str(&doc[end..]);
-    Ok(out)
+        ))
+    })
 }
 
 /// The generated block of `doc` (between the markers, trimmed), if it has one.
 pub fn generated_block(doc: &str) -> Option<&str> {
-    let begin = doc.find(BEGIN_MARKER)? + BEGIN_MARKER.len();
-    let end = doc[begin..].find(END_MARKER)? + begin;
-    Some(doc[begin..end].trim())
+    crate::markers::block_between(doc, BEGIN_MARKER, END_MARKER)
 }
 
 #[cfg(test)]

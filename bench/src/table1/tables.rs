@@ -244,34 +244,12 @@ pub struct NoGeneratedBlock;
 /// (the markers stay). Fails when the markers are missing, repeated or out of order, and never
 /// touches anything outside them.
 pub fn splice(doc: &str, generated: &str) -> Result<String, NoGeneratedBlock> {
-    let find = |m: &str| {
-        let mut at = doc.match_indices(m).map(|(i, _)| i);
-        match (at.next(), at.next()) {
-            (Some(i), None) => Some(i),
-            _ => None,
-        }
-    };
-    let (Some(begin), Some(end)) = (find(BEGIN_MARKER), find(END_MARKER)) else {
-        return Err(NoGeneratedBlock);
-    };
-    if end < begin {
-        return Err(NoGeneratedBlock);
-    }
-    let body_start = begin + BEGIN_MARKER.len();
-    let mut out = String::with_capacity(doc.len() + generated.len());
-    out.push_str(&doc[..body_start]);
-    out.push_str("\n\n");
-    out.push_str(generated.trim_end());
-    out.push_str("\n\n");
-    out.push_str(&doc[end..]);
-    Ok(out)
+    crate::markers::splice_between(doc, BEGIN_MARKER, END_MARKER, generated).ok_or(NoGeneratedBlock)
 }
 
 /// The generated block of `doc` (between the markers, trimmed), if it has one.
 pub fn generated_block(doc: &str) -> Option<&str> {
-    let begin = doc.find(BEGIN_MARKER)? + BEGIN_MARKER.len();
-    let end = doc[begin..].find(END_MARKER)? + begin;
-    Some(doc[begin..end].trim())
+    crate::markers::block_between(doc, BEGIN_MARKER, END_MARKER)
 }
 
 #[cfg(test)]
