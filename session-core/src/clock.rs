@@ -161,10 +161,11 @@ mod tests {
 
     #[tokio::test]
     async fn advance_moves_only_the_scoped_task() {
-        let clock = TestClock::new();
-        // Read outside before the scope runs: a task still pending could run later and read a
-        // later real time.
+        // Read the outside time before the clock is made: the clock starts at the wall time
+        // truncated to a millisecond and adds tokio time truncated to a millisecond, so a reading
+        // taken after it was made may be up to a millisecond ahead of it.
         let outside = tokio::spawn(async { now_millis() }).await.unwrap();
+        let clock = TestClock::new();
         let inside = clock
             .scope(async {
                 clock.advance(Duration::from_secs(3_600));
