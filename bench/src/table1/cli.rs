@@ -24,6 +24,11 @@ pub struct Args {
     /// `<!-- compare:begin ... -->` and `<!-- compare:end -->` lines.
     #[arg(long)]
     pub readme: Option<PathBuf>,
+    /// Sample the nodes with Linux `perf` during every run; the profiles (CPU per request, the
+    /// share of each crate, the hottest symbols) go to `<out>/profile.md` and `<out>/profile/`.
+    /// Sampling slows the nodes, so it cannot be combined with --readme.
+    #[arg(long, conflicts_with = "readme")]
+    pub profile: bool,
     /// Small numbers, for a smoke run in seconds.
     #[arg(long)]
     pub quick: bool,
@@ -83,6 +88,9 @@ impl Args {
             opts.redis_url = url.clone();
         }
         opts.seed = self.seed;
+        if self.profile {
+            opts.profile = Some(self.out.join("profile"));
+        }
         opts
     }
 }

@@ -53,6 +53,7 @@ use demo_app::config::BackendKind;
 pub mod cli;
 mod generator;
 mod options;
+pub mod profile;
 mod report;
 mod scrape;
 mod services;
@@ -112,6 +113,14 @@ pub enum Table1Error {
         /// Why.
         message: String,
     },
+    /// `perf` could not sample the run's nodes (`--profile`).
+    #[error("{run}: profiling: {message}")]
+    Profile {
+        /// Which run.
+        run: String,
+        /// Why.
+        message: String,
+    },
     /// Ctrl-C: the run's nodes were stopped and its schema or key prefix removed.
     #[error("{run}: interrupted")]
     Interrupted {
@@ -145,6 +154,9 @@ pub async fn run(
     progress: bool,
 ) -> Result<Report, Table1Error> {
     opts.validate()?;
+    if opts.profile.is_some() {
+        profile::check().await.map_err(Table1Error::Options)?;
+    }
     let started = Instant::now();
     let mut machine = Machine::probe();
     let total: u64 = opts.schemes.len() as u64 * (opts.users + opts.requests) as u64
@@ -176,6 +188,7 @@ pub async fn run(
         client,
         bar: bar.clone(),
         interrupt: Interrupt::watch(),
+        profiles: parking_lot::Mutex::new(Vec::new()),
     };
     let mut schemes = Vec::new();
     for scheme in &opts.schemes {
@@ -237,6 +250,7 @@ pub async fn run(
         scaling,
         duration_secs: started.elapsed().as_secs_f64(),
         command: None,
+        profiles: std::mem::take(&mut *ctx.profiles.lock()),
     })
 }
 
@@ -276,6 +290,8 @@ struct Ctx<'a> {
     client: reqwest::Client,
     bar: ProgressBar,
     interrupt: Interrupt,
+    /// The profiles of the runs so far (with `--profile`).
+    profiles: parking_lot::Mutex<Vec<profile::Profile>>,
 }
 
 /// The near-cache capacity of the `instantcopy-k1-near` scheme: more than the sessions a run
@@ -391,12 +407,41 @@ async fn cluster_run(
     ctx.bar.set_message(run_name.to_owned());
     let urls = cluster.urls();
     let wire = WireTargets::of(&cluster, spec);
+    let profile_error = |message| Table1Error::Profile {
+        run: run_name.to_owned(),
+        message,
+    };
+    // Dropping the cluster on an early return kills its nodes.
+    let recorder = match &ctx.opts.profile {
+        Some(dir) => Some(
+            profile::Recorder::start(dir, run_name, &wire.pids)
+                .await
+                .map_err(profile_error)?,
+        ),
+        None => None,
+    };
     let measured = tokio::select! {
         m = workload(ctx, run_name, &urls, &wire, users, requests, mix) => m,
         () = ctx.interrupt.wait() => Err(interrupted()),
     };
+    // The sampler stops before the nodes do, so their shutdown is not in the profile.
+    let profiled = match (recorder, &measured) {
+        (Some(recorder), Ok(m)) => Some(recorder.finish(m.requests).await),
+        _ => None,
+    };
     cluster.stop(Duration::from_secs(10)).await;
     let mut m = measured?;
+    if let Some(profiled) = profiled {
+        let p = profiled.map_err(profile_error)?;
+        ctx.bar.suspend(|| {
+            eprintln!(
+                "{run_name}: profiled, {:.0} µs of node CPU per request ({})",
+                p.cpu_us_per_request,
+                p.report.display()
+            )
+        });
+        ctx.profiles.lock().push(p);
+    }
     m.cluster_start_secs = start_secs;
     Ok(m)
 }
@@ -700,6 +745,7 @@ mod tests {
             scaling: vec![],
             duration_secs: 1.0,
             command: Some("bench table1 --quick".into()),
+            profiles: Vec::new(),
         };
         let t = report.table();
         let rows: Vec<&str> = t.lines().collect();

@@ -1,6 +1,7 @@
 //! What to measure: the schemes, the workload mix and the options of a run (validated
 //! before anything starts).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -242,6 +243,10 @@ pub struct Table1Options {
     /// How long the service checks wait.
     #[serde(with = "humantime_serde")]
     pub service_timeout: Duration,
+    /// Sample the nodes with `perf` during every run and write the profiles here
+    /// ([`profile`](super::profile); `bench table1 --profile` puts them in `<out>/profile`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<PathBuf>,
 }
 
 impl Default for Table1Options {
@@ -276,6 +281,7 @@ impl Table1Options {
             redis_url: env_or("REDIS_URL", DEFAULT_REDIS_URL),
             seed: 1,
             service_timeout: Duration::from_secs(3),
+            profile: None,
         }
     }
 

@@ -316,6 +316,9 @@ pub struct Report {
     pub duration_secs: f64,
     /// The command line that produced it (the CLI fills it in; a library caller may).
     pub command: Option<String>,
+    /// Where the nodes' CPU went, per run (with `--profile`; written to `profile.md`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub profiles: Vec<super::profile::Profile>,
 }
 
 impl Report {
@@ -448,6 +451,12 @@ impl Report {
         write("results.md", self.markdown().as_bytes())?;
         for (name, svg) in self.charts()? {
             write(name, svg.as_bytes())?;
+        }
+        if !self.profiles.is_empty() {
+            write(
+                "profile.md",
+                super::profile::markdown(&self.profiles).as_bytes(),
+            )?;
         }
         Ok(files)
     }
