@@ -245,14 +245,16 @@ impl InstantCopyNode {
             .read(&id, |s| placement::may_serve(shared, s.placement()))
         {
             Some(true) => {}
-            Some(false) => return self.forward_or_take_over(loaded, delta, now).await,
+            // Boxed, as the read's remote path is: its state would make every write's future
+            // (a heap allocation per write) much larger.
+            Some(false) => return Box::pin(self.forward_or_take_over(loaded, delta, now)).await,
             // Holders always keep their copy: a missing one was destroyed or swept.
             None if shared.store.is_destroyed(&id)
                 || shared.config.replication == Replication::All =>
             {
                 return Err(SessionError::Gone);
             }
-            None => return self.forward_or_take_over(loaded, delta, now).await,
+            None => return Box::pin(self.forward_or_take_over(loaded, delta, now)).await,
         }
         if shared.config.ack != Ack::Async && shared.members.live_peer_ids().is_empty() {
             // No live member could acknowledge it (a dead holder is replaced by any live

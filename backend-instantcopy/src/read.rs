@@ -154,9 +154,11 @@ impl InstantCopyNode {
                 Lookup::Absent => {}
             }
         }
-        let fetched = self
-            .fetch_remote(id, &route, local.as_ref().map(|c| &c.1), refresh)
-            .await;
+        // Boxed: the remote path's state (hedged asks to the holders) is kilobytes, and inline
+        // it would make every read's future that large, local hits included, each one a large
+        // heap allocation (the backend's futures are boxed by `async_trait`).
+        let fetched =
+            Box::pin(self.fetch_remote(id, &route, local.as_ref().map(|c| &c.1), refresh)).await;
         if fetched.destroyed {
             shared.forget_near(&id);
             shared.store.destroy(

@@ -232,17 +232,29 @@ impl InstantCopyNode {
                     .update(&id, |s| s.set_placement(p))
                     .and_then(|w| w.placement);
             }
-            let Some((placement, full, version, expires_at)) = shared.store.read(&id, |s| {
-                (
-                    s.placement().clone(),
-                    s.to_wire_full(),
-                    s.version(),
-                    s.record().expires_at(),
-                )
+            let Some((placement, version, expires_at)) = shared.store.read(&id, |s| {
+                (s.placement().clone(), s.version(), s.record().expires_at())
             }) else {
                 return Err(SessionError::Gone);
             };
             let targets = placement::replicas(shared, &placement);
+            let gets_delta = |p: &Peer| {
+                delta.is_some()
+                    && (shared.config.replication == Replication::All || had.contains(&p.id))
+            };
+            // The whole state only when a target needs it (a new holder, or no delta): most
+            // writes send only their delta, and a lone node sends nothing. Read after the
+            // version above, it may hold a later write too, which a new holder may as well have.
+            let full = if targets.iter().all(|p| gets_delta(p)) {
+                None
+            } else {
+                Some(
+                    shared
+                        .store
+                        .read(&id, |s| s.to_wire_full())
+                        .ok_or(SessionError::Gone)?,
+                )
+            };
             tracing::debug!(
                 node = %me,
                 session = ?id,
@@ -256,17 +268,17 @@ impl InstantCopyNode {
             );
             let mut sends = Sends::default();
             for p in &targets {
-                let update = match delta {
-                    Some(d)
-                        if shared.config.replication == Replication::All || had.contains(&p.id) =>
-                    {
+                let update = match (delta, &full) {
+                    (Some(d), _) if gets_delta(p) => {
                         let mut d = d.clone();
                         d.placement.clone_from(&moved);
-                        Update::State(d)
+                        d
                     }
-                    _ => Update::State(full.clone()),
+                    (_, Some(full)) => full.clone(),
+                    // `full` is read whenever a target does not get the delta.
+                    (_, None) => continue,
                 };
-                sends.durable.push((p.clone(), update));
+                sends.durable.push((p.clone(), Update::State(update)));
             }
             // A node that is not one of the holders (it took a write while a holder was down and
             // the placement chose others) does not count as a copy.

@@ -14,6 +14,7 @@ use demo_api::{AddItem, Login, valid_item, valid_sku, valid_user};
 pub use demo_api::{ApiError, JsonBody};
 use serde_json::{Value, json};
 use session_core::{Session, SessionLayer};
+use tower_layer::Stack;
 
 use crate::backends::Backend;
 use crate::config::DemoConfig;
@@ -78,9 +79,16 @@ pub fn routers(config: &DemoConfig, backend: Backend) -> (Router, Option<Router>
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(|| async { ApiError::no_such_route() })
-        .layer(DefaultBodyLimit::max(config.max_body_bytes))
-        .layer(crate::drain::DrainLayer::new(state.drain.clone()))
-        .layer(TrackLayer::new(state.metrics.clone()))
+        // One `layer` call for the three: each call boxes every route once more, and axum
+        // clones a route's boxes on every request (one allocation per box per level), so three
+        // calls cost ~10 allocations per request that one stacked layer does not.
+        .layer(Stack::new(
+            Stack::new(
+                DefaultBodyLimit::max(config.max_body_bytes),
+                crate::drain::DrainLayer::new(state.drain.clone()),
+            ),
+            TrackLayer::new(state.metrics.clone()),
+        ))
         .with_state(state.clone());
     let admin = config.admin.enabled.then(|| {
         Router::new()
