@@ -11,18 +11,16 @@ use backend_instantcopy::testing::{Discovery, InProcessCluster, holders, read, r
 use session_core::{ExpiryPolicy, Session, SessionBackend};
 
 async fn three(ttl: Duration) -> std::sync::Arc<InProcessCluster> {
-    let c = InProcessCluster::start_custom(
-        3,
-        3,
-        Discovery::StaticMembers,
-        ExpiryPolicy::default(),
-        |cfg| {
-            cfg.replication = backend_instantcopy::Replication::Backups(1);
-            cfg.ack = backend_instantcopy::Ack::One;
-            cfg.near_cache_capacity = 1000;
-            cfg.near_cache_ttl = ttl;
-        },
-    )
+    three_with(ttl, ExpiryPolicy::default()).await
+}
+
+async fn three_with(ttl: Duration, policy: ExpiryPolicy) -> std::sync::Arc<InProcessCluster> {
+    let c = InProcessCluster::start_custom(3, 3, Discovery::StaticMembers, policy, |cfg| {
+        cfg.replication = backend_instantcopy::Replication::Backups(1);
+        cfg.ack = backend_instantcopy::Ack::One;
+        cfg.near_cache_capacity = 1000;
+        cfg.near_cache_ttl = ttl;
+    })
     .await
     .unwrap();
     assert!(c.wait_ready(Duration::from_secs(5)).await);
@@ -155,4 +153,51 @@ async fn a_refresh_asks_one_holder_first_and_the_other_when_it_is_dead() {
     token = write(&c.node(0), Some(&token), "k", 20).await.unwrap();
     c.kill(0);
     assert_eq!(read(&node, &token, "k").await.unwrap().0, Some(20));
+}
+
+/// The idle deadline holds across nodes with the near cache: reads served from the cache keep
+/// the session alive on the holders (the touches they cause are forwarded there), and once
+/// nobody reads the session for longer than the idle timeout, the cached copy is not served
+/// either, although its TTL has not passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn near_cache_reads_keep_the_session_alive_and_an_idle_one_is_not_served() {
+    let idle = Duration::from_secs(2);
+    let policy = ExpiryPolicy::new(idle, Duration::from_secs(3600)).unwrap();
+    let c = three_with(Duration::from_secs(60), policy).await;
+    let (mut token, out) = session_and_outsider(&c).await;
+    let (id, _) = route_of(&c, &token).unwrap();
+    let node = c.node(out);
+    // For twice the idle timeout the client reads only on the outsider.
+    let until = std::time::Instant::now() + idle * 2;
+    while std::time::Instant::now() < until {
+        let (v, t) = read(&node, &token, "k").await.unwrap();
+        assert_eq!(v, Some(1), "the session expired while it was being read");
+        token = t;
+        tokio::time::sleep(idle / 5).await;
+    }
+    let hits = c
+        .instance(out)
+        .unwrap()
+        .shared()
+        .metrics
+        .near_cache_hits
+        .get();
+    assert!(hits > 0, "the outsider's reads were near-cache hits");
+    // The holders kept it alive: the touches made on the outsider reached them.
+    for i in holders(&c, &id) {
+        assert!(
+            c.node(i).load(&token).await.unwrap().is_some(),
+            "node {i} let a session expire that was read elsewhere"
+        );
+    }
+    // Nobody reads it for longer than the idle timeout (a bare `load` does not touch): expired
+    // everywhere, the outsider's cached copy included.
+    tokio::time::sleep(idle + idle / 2).await;
+    assert!(
+        node.load(&token).await.unwrap().is_none(),
+        "an idle-expired session was served from the near cache"
+    );
+    for i in 0..3 {
+        assert!(c.node(i).load(&token).await.unwrap().is_none(), "node {i}");
+    }
 }
