@@ -4,6 +4,7 @@
 //! Past 600 lines because the layer, its configuration with the cookie-rule validation, the token
 //! transports and the extractor are one request path; the last fifth is its tests.
 
+use futures::{FutureExt as _, TryFutureExt as _};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -608,8 +609,13 @@ where
         req.extensions_mut().insert(session.clone());
         // With cost accounting on, the session handle says afterwards whether it wrote.
         let metered = self.costs.clone().map(|costs| (costs, session.clone()));
-        let serve = async move {
-            let res = inner.call(req).await?.map(Body::new);
+        // Combinators, not `async` blocks around `inner.call(req).await`: an `async` block keeps
+        // what it captures and the future it awaits in separate slots, so each level of wrapping
+        // copied the request and the handler's future once more (2,736 bytes per request with
+        // costs on, 664 without; now under 600 either way, below glibc's per-thread cache for
+        // small blocks, which larger ones bypass into its slow path).
+        let serve = inner.call(req).and_then(move |res| async move {
+            let res = res.map(Body::new);
             if res.status().is_server_error() {
                 return Ok(res);
             }
@@ -641,18 +647,19 @@ where
                     Ok(err)
                 }
             }
-        };
+        });
         match metered {
-            Some((costs, wrote)) => Box::pin(async move {
-                let (res, cost) = crate::cost::measure(serve).await;
-                let kind = if wrote.has_written() {
-                    RequestKind::Write
-                } else {
-                    RequestKind::Read
-                };
-                costs.record(kind, cost);
-                res
-            }),
+            Some((costs, wrote)) => {
+                Box::pin(crate::cost::measure(serve).map(move |(res, cost)| {
+                    let kind = if wrote.has_written() {
+                        RequestKind::Write
+                    } else {
+                        RequestKind::Read
+                    };
+                    costs.record(kind, cost);
+                    res
+                }))
+            }
             None => Box::pin(serve),
         }
     }
@@ -958,5 +965,27 @@ mod tests {
             .unwrap();
         assert_eq!(out.get("x-session-token").unwrap(), "tok");
         assert!(out.get(SET_COOKIE).is_none());
+    }
+
+    /// The future the layer boxes per request stays below 1 KiB, with or without cost
+    /// accounting: glibc serves blocks up to 1,032 bytes from a per-thread cache, and larger
+    /// ones through its slow path, which on a node holding many sessions cost more than the
+    /// whole session lookup (wrapping it in `async` blocks once made it 2,736 bytes).
+    #[tokio::test]
+    async fn the_per_request_future_stays_small() {
+        use tower::{Layer as _, Service as _};
+        let backend: Arc<dyn SessionBackend> = Arc::new(crate::MemoryBackend::default());
+        for costs in [false, true] {
+            let mut layer = SessionLayer::new(backend.clone());
+            if costs {
+                layer = layer.with_request_costs(Arc::new(RequestCosts::default()));
+            }
+            let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+            let mut svc = layer.layer(app);
+            let fut = svc.call(Request::new(Body::empty()));
+            let size = std::mem::size_of_val(&*fut);
+            assert!(size <= 1024, "costs {costs}: {size} bytes per request");
+            assert_eq!(fut.await.unwrap().status(), StatusCode::OK);
+        }
     }
 }
