@@ -238,23 +238,6 @@ impl InstantCopyNode {
                 return Err(SessionError::Gone);
             };
             let targets = placement::replicas(shared, &placement);
-            let gets_delta = |p: &Peer| {
-                delta.is_some()
-                    && (shared.config.replication == Replication::All || had.contains(&p.id))
-            };
-            // The whole state only when a target needs it (a new holder, or no delta): most
-            // writes send only their delta, and a lone node sends nothing. Read after the
-            // version above, it may hold a later write too, which a new holder may as well have.
-            let full = if targets.iter().all(|p| gets_delta(p)) {
-                None
-            } else {
-                Some(
-                    shared
-                        .store
-                        .read(&id, |s| s.to_wire_full())
-                        .ok_or(SessionError::Gone)?,
-                )
-            };
             tracing::debug!(
                 node = %me,
                 session = ?id,
@@ -267,16 +250,31 @@ impl InstantCopyNode {
                 "write"
             );
             let mut sends = Sends::default();
+            // The whole state only for a target that needs it (a new holder, or no delta), read
+            // once: most writes send only their delta, and a lone node sends nothing. Read after
+            // the version above, it may hold a later write too, which a new holder may as well
+            // have.
+            let mut full: Option<WireState> = None;
             for p in &targets {
-                let update = match (delta, &full) {
-                    (Some(d), _) if gets_delta(p) => {
+                let update = match delta {
+                    Some(d)
+                        if shared.config.replication == Replication::All || had.contains(&p.id) =>
+                    {
                         let mut d = d.clone();
                         d.placement.clone_from(&moved);
                         d
                     }
-                    (_, Some(full)) => full.clone(),
-                    // `full` is read whenever a target does not get the delta.
-                    (_, None) => continue,
+                    _ => match &full {
+                        Some(f) => f.clone(),
+                        None => full
+                            .insert(
+                                shared
+                                    .store
+                                    .read(&id, |s| s.to_wire_full())
+                                    .ok_or(SessionError::Gone)?,
+                            )
+                            .clone(),
+                    },
                 };
                 sends.durable.push((p.clone(), Update::State(update)));
             }
