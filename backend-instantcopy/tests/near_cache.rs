@@ -42,6 +42,15 @@ fn calls(c: &InProcessCluster, i: usize) -> u64 {
     c.instance(i).unwrap().counters().network_calls
 }
 
+fn near_hits(c: &InProcessCluster, i: usize) -> u64 {
+    c.instance(i)
+        .unwrap()
+        .shared()
+        .metrics
+        .near_cache_hits
+        .get()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outsider_fetches_once_then_reads_locally_and_never_older_than_the_token() {
     let c = three(Duration::from_secs(30)).await;
@@ -60,13 +69,7 @@ async fn an_outsider_fetches_once_then_reads_locally_and_never_older_than_the_to
         0,
         "later reads are near-cache hits"
     );
-    let hits = c
-        .instance(out)
-        .unwrap()
-        .shared()
-        .metrics
-        .near_cache_hits
-        .get();
+    let hits = near_hits(&c, out);
     assert_eq!(hits, 5);
     assert_eq!(c.instance(out).unwrap().sessions_held(), 0, "not a holder");
 
@@ -175,13 +178,7 @@ async fn near_cache_reads_keep_the_session_alive_and_an_idle_one_is_not_served()
         token = t;
         tokio::time::sleep(idle / 5).await;
     }
-    let hits = c
-        .instance(out)
-        .unwrap()
-        .shared()
-        .metrics
-        .near_cache_hits
-        .get();
+    let hits = near_hits(&c, out);
     assert!(hits > 0, "the outsider's reads were near-cache hits");
     // The holders kept it alive: the touches made on the outsider reached them.
     for i in holders(&c, &id) {
