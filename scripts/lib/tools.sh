@@ -15,6 +15,7 @@ TEST_TOOLS=(
   "runuser util-linux the PostgreSQL TLS test runs initdb and pg_ctl as the postgres user"
   "chown coreutils the PostgreSQL TLS test hands its data directory to the postgres user"
   "callgrind_control valgrind bench instructions (instructions per request under callgrind)"
+  "perf linux-perf bench table1 --profile (and its tests) samples the nodes with perf record"
 )
 
 # Prints the packages whose command is missing from the PATH, one per line (deduplicated).

@@ -20,7 +20,7 @@ fn script() -> PathBuf {
 }
 
 /// Every command the tool list names.
-const ALL: [&str; 10] = [
+const ALL: [&str; 11] = [
     "chromium",
     "wrk",
     "redis-server",
@@ -31,6 +31,7 @@ const ALL: [&str; 10] = [
     "runuser",
     "chown",
     "callgrind_control",
+    "perf",
 ];
 
 /// Every command but `hidden`.
@@ -87,7 +88,7 @@ fn every_tool_hidden_names_every_package_once() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(
         text(&out).trim(),
-        "would install: chromium wrk redis-server redis-tools iproute2 nginx-light util-linux coreutils valgrind"
+        "would install: chromium wrk redis-server redis-tools iproute2 nginx-light util-linux coreutils valgrind linux-perf"
     );
 }
 

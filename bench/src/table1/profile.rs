@@ -410,4 +410,68 @@ garbage line
             "scaling-instant-copy-all-4-nodes"
         );
     }
+
+    /// A process that burns one CPU until it is killed, or for some seconds at most (a bounded
+    /// loop of shell builtins: it stops by itself whatever happens to the test, and forks
+    /// nothing, so all its work is in the sampled process).
+    fn busy() -> Child {
+        Command::new("sh")
+            .args(["-c", "i=0; while [ $i -lt 30000000 ]; do i=$((i+1)); done"])
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting a busy shell")
+    }
+
+    /// The real thing: `perf record` attached to a busy process, stopped, and its report read
+    /// into a profile whose samples and CPU per request follow from what ran. Needs `perf`
+    /// (./scripts/test installs linux-perf) and root or `perf_event_paranoid` <= 1.
+    #[tokio::test]
+    async fn a_busy_process_is_sampled_and_its_cpu_shared_out() {
+        check().await.expect("perf is needed for this test");
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = busy();
+        let pid = child.id().expect("a running child");
+        let rec = Recorder::start(dir.path(), "busy: sh, 1 node", &[pid])
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        let profile = rec.finish(1_000).await.unwrap();
+        let _ = child.kill().await;
+        // About one second of one CPU at FREQUENCY Hz: far more than none, never more than
+        // the whole test's wall time on every CPU.
+        assert!(profile.samples >= 100, "{} samples", profile.samples);
+        assert!(
+            profile.samples <= 10 * u64::from(FREQUENCY),
+            "{}",
+            profile.samples
+        );
+        let expected = profile.samples as f64 / f64::from(FREQUENCY) * 1e6 / 1_000.0;
+        assert!((profile.cpu_us_per_request - expected).abs() < 1e-6);
+        let total: f64 = profile.areas.iter().map(|(_, s)| s).sum();
+        assert!((total - 1.0).abs() < 1e-9, "areas sum to {total}");
+        assert!(!profile.symbols.is_empty());
+        assert_eq!(profile.report, dir.path().join("busy-sh-1-node.perf.txt"));
+        let report = std::fs::read_to_string(&profile.report).unwrap();
+        assert_eq!(
+            parse_report(&report).iter().map(|r| r.samples).sum::<u64>(),
+            profile.samples
+        );
+        assert!(dir.path().join("busy-sh-1-node.perf.data").exists());
+    }
+
+    #[tokio::test]
+    async fn nothing_to_profile_or_a_process_that_is_gone_is_an_error_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Recorder::start(dir.path(), "empty", &[]).await.unwrap_err();
+        assert!(e.contains("no node process"), "{e}");
+        check().await.expect("perf is needed for this test");
+        // A process that has exited and been reaped: perf cannot attach and says so at once.
+        let mut gone = Command::new("true").spawn().unwrap();
+        let pid = gone.id().unwrap();
+        gone.wait().await.unwrap();
+        let e = Recorder::start(dir.path(), "gone", &[pid])
+            .await
+            .unwrap_err();
+        assert!(e.contains("perf record exited at once"), "{e}");
+    }
 }
